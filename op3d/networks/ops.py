@@ -1,0 +1,209 @@
+"""Plain-PyTorch numerical primitives of StyleGAN2: bias + activation, FIR resampling, resampling convolution,
+modulated convolution.
+
+These are the reference computations the official checkpoints were trained with (spec section 2.7). Every op runs
+on CPU, CUDA and MPS; tensors are NCHW.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+# Activation name -> (function taking x, default gain).
+ACTIVATIONS = {
+    "linear": (lambda x: x, 1.0),
+    "relu": (F.relu, math.sqrt(2)),
+    "lrelu": (lambda x: F.leaky_relu(x, 0.2), math.sqrt(2)),
+    "sigmoid": (torch.sigmoid, 1.0),
+    "softplus": (F.softplus, 1.0),
+}
+
+
+def bias_act(x: torch.Tensor, b: torch.Tensor | None = None, act: str = "linear", gain: float | None = None,
+             clamp: float | None = None, dim: int = 1) -> torch.Tensor:
+    """y = clamp(act(x + b) * gain, -clamp, clamp); `b` is broadcast along `dim`. gain None = the activation's
+    default gain (sqrt(2) for lrelu/relu, 1 otherwise)."""
+    func, default_gain = ACTIVATIONS[act]
+    if b is not None:
+        shape = [-1 if i == dim else 1 for i in range(x.ndim)]
+        x = x + b.reshape(shape)
+    x = func(x)
+    gain = default_gain if gain is None else float(gain)
+    if gain != 1:
+        x = x * gain
+    if clamp is not None and clamp >= 0:
+        x = x.clamp(-clamp, clamp)
+    return x
+
+
+def setup_filter(taps=(1, 3, 3, 1), device=None) -> torch.Tensor:
+    """Separable low-pass FIR as a 2-D kernel: outer product of `taps`, normalised to sum 1. [k, k] float32."""
+    f = torch.as_tensor(taps, dtype=torch.float32, device=device)
+    f = torch.outer(f, f)
+    return f / f.sum()
+
+
+def _pad4(padding) -> list[int]:
+    if isinstance(padding, int):
+        return [padding] * 4
+    if len(padding) == 2:
+        return [padding[0], padding[0], padding[1], padding[1]]
+    return list(padding)
+
+
+def upfirdn2d(x: torch.Tensor, f: torch.Tensor | None, up: int = 1, down: int = 1, padding=0,
+              flip_filter: bool = False, gain: float = 1) -> torch.Tensor:
+    """Upsample by zero insertion, pad (or crop, when negative), filter with the 2-D FIR `f`, then decimate.
+
+    padding: int or [x0, x1, y0, y1]. The filter is scaled by `gain` and flipped unless `flip_filter`
+    (filtering is a true convolution)."""
+    if f is None:
+        f = torch.ones([1, 1], dtype=torch.float32, device=x.device)
+    n, c, h, w = x.shape
+    px0, px1, py0, py1 = _pad4(padding)
+    if up > 1:
+        x = x.reshape(n, c, h, 1, w, 1)
+        x = F.pad(x, [0, up - 1, 0, 0, 0, up - 1])
+        x = x.reshape(n, c, h * up, w * up)
+    x = F.pad(x, [max(px0, 0), max(px1, 0), max(py0, 0), max(py1, 0)])
+    x = x[:, :, max(-py0, 0): x.shape[2] - max(-py1, 0), max(-px0, 0): x.shape[3] - max(-px1, 0)]
+    f = (f * (gain ** (f.ndim / 2))).to(x.dtype)
+    if not flip_filter:
+        f = f.flip(list(range(f.ndim)))
+    f = f[None, None].repeat([c, 1] + [1] * f.ndim)
+    x = F.conv2d(x, f, groups=c)
+    if down > 1:
+        x = x[:, :, ::down, ::down]
+    return x
+
+
+def upsample2d(x: torch.Tensor, f: torch.Tensor, up: int = 2) -> torch.Tensor:
+    """Exact x`up` upsampling with the FIR `f` (output H*up x W*up)."""
+    k = f.shape[-1]
+    p0, p1 = (k + up - 1) // 2, (k - up) // 2
+    return upfirdn2d(x, f, up=up, padding=[p0, p1, p0, p1], gain=up * up)
+
+
+def downsample2d(x: torch.Tensor, f: torch.Tensor, down: int = 2) -> torch.Tensor:
+    """Exact /`down` downsampling after low-pass filtering with `f`."""
+    k = f.shape[-1]
+    p0, p1 = (k - down + 1) // 2, (k - down) // 2
+    return upfirdn2d(x, f, down=down, padding=[p0, p1, p0, p1])
+
+
+def filter2d(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    """Same-size filtering with the FIR `f`."""
+    kh, kw = f.shape[0], f.shape[-1]
+    return upfirdn2d(x, f, padding=[kw // 2, (kw - 1) // 2, kh // 2, (kh - 1) // 2])
+
+
+def _conv(x, w, stride=1, padding=0, groups=1, transpose=False, flip_weight=True):
+    # F.conv2d is a correlation; flip_weight=False turns it into a true convolution.
+    if not flip_weight and (w.shape[-1] > 1 or w.shape[-2] > 1):
+        w = w.flip([2, 3])
+    if transpose:
+        return F.conv_transpose2d(x, w, stride=stride, padding=padding, groups=groups)
+    return F.conv2d(x, w, stride=stride, padding=padding, groups=groups)
+
+
+def conv2d_resample(x: torch.Tensor, w: torch.Tensor, f: torch.Tensor | None = None, up: int = 1, down: int = 1,
+                    padding: int = 0, groups: int = 1, flip_weight: bool = True) -> torch.Tensor:
+    """2-D convolution with optional x`up` upsampling / /`down` downsampling through the FIR `f`, computed as
+    StyleGAN2 does it (transposed stride-2 conv then FIR for up; FIR then stride-2 conv for down).
+
+    x: [N, C_in, H, W]; w: [C_out, C_in / groups, kh, kw]; padding: symmetric int."""
+    c_out, c_in_g, kh, kw = w.shape
+    fk = f.shape[-1] if f is not None else 1
+    px0 = px1 = py0 = py1 = padding
+    if up > 1:
+        px0 += (fk + up - 1) // 2
+        px1 += (fk - up) // 2
+        py0 += (fk + up - 1) // 2
+        py1 += (fk - up) // 2
+    if down > 1:
+        px0 += (fk - down + 1) // 2
+        px1 += (fk - down) // 2
+        py0 += (fk - down + 1) // 2
+        py1 += (fk - down) // 2
+
+    if kw == 1 and kh == 1 and down > 1 and up == 1:
+        x = upfirdn2d(x, f, down=down, padding=[px0, px1, py0, py1])
+        return _conv(x, w, groups=groups, flip_weight=flip_weight)
+    if kw == 1 and kh == 1 and up > 1 and down == 1:
+        x = _conv(x, w, groups=groups, flip_weight=flip_weight)
+        return upfirdn2d(x, f, up=up, padding=[px0, px1, py0, py1], gain=up ** 2)
+    if down > 1 and up == 1:
+        x = upfirdn2d(x, f, padding=[px0, px1, py0, py1])
+        return _conv(x, w, stride=down, groups=groups, flip_weight=flip_weight)
+    if up > 1:
+        if groups == 1:
+            w = w.transpose(0, 1)
+        else:
+            w = w.reshape(groups, c_out // groups, c_in_g, kh, kw).transpose(1, 2)
+            w = w.reshape(groups * c_in_g, c_out // groups, kh, kw)
+        px0 -= kw - 1
+        px1 -= kw - up
+        py0 -= kh - 1
+        py1 -= kh - up
+        pxt = max(min(-px0, -px1), 0)
+        pyt = max(min(-py0, -py1), 0)
+        x = _conv(x, w, stride=up, padding=[pyt, pxt], groups=groups, transpose=True, flip_weight=not flip_weight)
+        x = upfirdn2d(x, f, padding=[px0 + pxt, px1 + pxt, py0 + pyt, py1 + pyt], gain=up ** 2)
+        if down > 1:
+            x = upfirdn2d(x, f, down=down)
+        return x
+    if px0 == px1 and py0 == py1 and px0 >= 0 and py0 >= 0:
+        return _conv(x, w, padding=[py0, px0], groups=groups, flip_weight=flip_weight)
+    x = upfirdn2d(x, None, padding=[px0, px1, py0, py1])
+    return _conv(x, w, groups=groups, flip_weight=flip_weight)
+
+
+def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, noise: torch.Tensor | None = None,
+                     up: int = 1, padding: int = 0, resample_filter: torch.Tensor | None = None,
+                     demodulate: bool = True, flip_weight: bool = True, fused_modconv: bool = True) -> torch.Tensor:
+    """StyleGAN2 modulated convolution.
+
+    x: [N, C_in, H, W]; weight: [C_out, C_in, k, k]; styles: [N, C_in]; noise broadcastable to the output.
+    fused_modconv=True runs one grouped convolution with per-sample weights; False scales the activations
+    before and after a shared convolution (the official training-mode path). Both compute the same function."""
+    n = x.shape[0]
+    c_out, c_in, kh, kw = weight.shape
+    if x.dtype == torch.float16 and demodulate:
+        # Keep fp16 activations in range: pre-normalise weight and styles (the normalisation cancels out).
+        weight = weight * (1 / math.sqrt(c_in * kh * kw) / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
+        styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
+    w = dcoefs = None
+    if demodulate or fused_modconv:
+        w = weight.unsqueeze(0) * styles.reshape(n, 1, -1, 1, 1)
+    if demodulate:
+        dcoefs = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()
+    if demodulate and fused_modconv:
+        w = w * dcoefs.reshape(n, -1, 1, 1, 1)
+
+    if not fused_modconv:
+        x = x * styles.to(x.dtype).reshape(n, -1, 1, 1)
+        x = conv2d_resample(x, weight.to(x.dtype), f=resample_filter, up=up, padding=padding, flip_weight=flip_weight)
+        if demodulate and noise is not None:
+            x = torch.addcmul(noise.to(x.dtype), x, dcoefs.to(x.dtype).reshape(n, -1, 1, 1))
+        elif demodulate:
+            x = x * dcoefs.to(x.dtype).reshape(n, -1, 1, 1)
+        elif noise is not None:
+            x = x.add_(noise.to(x.dtype))
+        return x
+
+    x = x.reshape(1, -1, *x.shape[2:])
+    w = w.reshape(-1, c_in, kh, kw)
+    x = conv2d_resample(x, w.to(x.dtype), f=resample_filter, up=up, padding=padding, groups=n,
+                        flip_weight=flip_weight)
+    x = x.reshape(n, -1, *x.shape[2:])
+    if noise is not None:
+        x = x.add_(noise)
+    return x
+
+
+def normalize_2nd_moment(x: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> torch.Tensor:
+    """x / RMS(x) along `dim`."""
+    return x * (x.square().mean(dim=dim, keepdim=True) + eps).rsqrt()
