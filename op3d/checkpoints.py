@@ -19,7 +19,7 @@ from torch import nn
 
 from op3d.networks.discriminator import DualDiscriminator
 from op3d.networks.generator import OrthoPlanesGenerator, TriPlaneGenerator
-from op3d.safe_pickle import GlobalRecord, PersistentRecord, UnsafePickleError, load_pickle
+from op3d.safe_pickle import GlobalRecord, NetworkRecord, PersistentRecord, UnsafePickleError, load_pickle
 
 SNAPSHOT_NETWORK_KEYS = ("G", "D", "G_ema")
 # Plain attributes of generators that live in the pickled state, not in the constructor arguments.
@@ -137,26 +137,10 @@ def _network_payload(module: nn.Module) -> tuple:
             attributes, module.training)
 
 
-class Op3dNetworkRecord:
-    """What an op3d snapshot stores for one network: class name, constructor kwargs, tensors, attributes."""
-
-    def __init__(self, class_name, init_kwargs, state_dict, attributes, training):
-        self.class_name = class_name
-        self.init_kwargs = init_kwargs
-        self.state_dict = state_dict
-        self.attributes = attributes
-        self.training = training
-
-
-def _rebuild_op3d_network(class_name, init_kwargs, state_dict, attributes, training):
-    """Unpickling target of op3d snapshots: returns an inert record, turned into a module by the loader."""
-    return Op3dNetworkRecord(class_name, init_kwargs, state_dict, attributes, training)
-
-
 class _SnapshotPickler(pickle.Pickler):
     def reducer_override(self, obj):
         if isinstance(obj, nn.Module) and type(obj).__name__ in NETWORK_CLASSES:
-            return _rebuild_op3d_network, _network_payload(obj)
+            return NetworkRecord, _network_payload(obj)
         if isinstance(obj, nn.Module):
             raise pickle.PicklingError(f"cannot save {type(obj).__name__}: only {sorted(NETWORK_CLASSES)} are "
                                        "snapshot networks")
@@ -173,7 +157,7 @@ def save_network_pkl(path: str | os.PathLike, snapshot: dict) -> None:
     os.replace(tmp, path)
 
 
-def _network_from_op3d_record(record: Op3dNetworkRecord, source: str) -> nn.Module:
+def _network_from_op3d_record(record: NetworkRecord, source: str) -> nn.Module:
     if record.class_name not in NETWORK_CLASSES:
         raise CheckpointError(f"{source}: unknown op3d network class {record.class_name!r}")
     try:
@@ -188,7 +172,7 @@ def _network_from_op3d_record(record: Op3dNetworkRecord, source: str) -> nn.Modu
 def _convert(value, source: str):
     if isinstance(value, PersistentRecord):
         return network_from_record(value, source)
-    if isinstance(value, Op3dNetworkRecord):
+    if isinstance(value, NetworkRecord):
         return _network_from_op3d_record(value, source)
     return value
 
@@ -244,7 +228,7 @@ def import_safetensors(path: str | os.PathLike, module: nn.Module | None = None)
         if "op3d_class" not in metadata:
             raise CheckpointError(f"{source}: no op3d metadata (op3d_class, init_kwargs); pass the module to load "
                                   "the weights into")
-        record = Op3dNetworkRecord(metadata["op3d_class"], json.loads(metadata["init_kwargs"]), state_dict,
+        record = NetworkRecord(metadata["op3d_class"], json.loads(metadata["init_kwargs"]), state_dict,
                                    json.loads(metadata.get("attributes", "{}")), False)
         return _network_from_op3d_record(record, source)
     return _finish(module, state_dict, {}, module.training, source)

@@ -29,7 +29,7 @@ try:  # numpy >= 2
 except ImportError:  # numpy 1.x
     from numpy.core.multiarray import _reconstruct as _np_reconstruct
 
-__all__ = ["UnsafePickleError", "PersistentRecord", "GlobalRecord", "ALLOWED_GLOBALS", "load_pickle"]
+__all__ = ["UnsafePickleError", "PersistentRecord", "GlobalRecord", "NetworkRecord", "ALLOWED_GLOBALS", "load_pickle"]
 
 
 class UnsafePickleError(pickle.UnpicklingError):
@@ -77,6 +77,24 @@ class GlobalRecord:
 
     def __repr__(self):
         return f"GlobalRecord({self.qualname!r}, state keys={sorted(self.state)})"
+
+
+class NetworkRecord:
+    """One network in an op3d snapshot: op3d class name, constructor kwargs, tensors by official name, plain
+    attributes (e.g. rendering_kwargs) and the train/eval flag. Inert data; op3d.checkpoints builds the module."""
+
+    def __init__(self, class_name: str, init_kwargs: dict, state_dict: dict, attributes: dict, training: bool):
+        self.class_name = class_name
+        self.init_kwargs = init_kwargs
+        self.state_dict = state_dict
+        self.attributes = attributes
+        self.training = training
+
+    def __reduce__(self):
+        return NetworkRecord, (self.class_name, self.init_kwargs, self.state_dict, self.attributes, self.training)
+
+    def __repr__(self):
+        return f"NetworkRecord({self.class_name!r}, {len(self.state_dict)} tensors)"
 
 
 _record_classes: dict[str, type] = {}
@@ -174,6 +192,8 @@ ALLOWED_GLOBALS: types.MappingProxyType = types.MappingProxyType({
     "torch.Size": torch.Size,
     **{f"torch.{n}Storage": getattr(torch, f"{n}Storage") for n in _STORAGE_NAMES},
     "torch.storage._load_from_bytes": _load_storage_bytes,
+    # op3d's own snapshots
+    "op3d.safe_pickle.NetworkRecord": NetworkRecord,
 })
 """Every global a pickle may reference (``'module.name'``) and the object it resolves to; all others are refused."""
 

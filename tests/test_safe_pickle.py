@@ -53,7 +53,7 @@ class _Reduces:
 
 
 def _dumps_as(obj, names: dict, protocol=4) -> bytes:
-    """Pickle ``obj`` while each object in ``names`` is importable under the given dotted name (only during the dump)."""
+    """Pickle ``obj`` while each object in ``names`` is importable under its dotted name (during the dump only)."""
     saved = {target: (target.__module__, target.__qualname__) for target in names.values()}
     with pytest.MonkeyPatch.context() as m:
         created = {}
@@ -95,7 +95,8 @@ def _write(tmp_path, data: bytes, name="x.pkl"):
 # Refusals.
 
 
-@pytest.mark.parametrize("make_payload, global_name", [(_system_payload, "os.system"), (_eval_payload, "builtins.eval")])
+@pytest.mark.parametrize("make_payload, global_name",
+                         [(_system_payload, "os.system"), (_eval_payload, "builtins.eval")])
 def test_code_execution_payload_is_refused(tmp_path, make_payload, global_name):
     # Control: the stock unpickler really runs this payload.
     control = tmp_path / "control"
@@ -315,11 +316,12 @@ def test_unreadable_file_names_the_file(tmp_path, content):
 # ----------------------------------------------------------------------------------------------------------------------
 # Real official snapshot pickles (fixtures; skipped when absent unless OP3D_REQUIRE_FIXTURES=1).
 
-SETS = {
-    "official/ffhq_k8_l10": ("TriMultiPlaneGenerator", "training.orthoplanes", "training.volumetric_rendering.renderer"),
-    "official/shhq_k4_l6": ("TriMultiPlaneGenerator", "training.orthoplanes", "training.volumetric_rendering.renderer"),
+_RENDERER = "training.volumetric_rendering.renderer"
+SETS = {  # set: (generator class_name, module of the generator and OSGDecoder, module of the renderer)
+    "official/ffhq_k8_l10": ("TriMultiPlaneGenerator", "training.orthoplanes", _RENDERER),
+    "official/shhq_k4_l6": ("TriMultiPlaneGenerator", "training.orthoplanes", _RENDERER),
     "official/shhq_cond_k8": ("TriMultiPlaneGenerator", "training.kaolin_version", "training.kaolin_version"),
-    "eg3d/eg3d_ffhq": ("TriPlaneGenerator", "training.triplane", "training.volumetric_rendering.renderer"),
+    "eg3d/eg3d_ffhq": ("TriPlaneGenerator", "training.triplane", _RENDERER),
 }
 _cache = {}
 
@@ -422,9 +424,9 @@ def test_eg3d_parameter_counts_and_plane_axes(fixture_file):
     data = load_pickle(fixture_file("eg3d/eg3d_ffhq/G.pkl"))
     config = json.loads(fixture_file("eg3d/eg3d_ffhq/config.json").read_text())
     g = data["G_ema"]
-    counts = {"G_ema": g, "D": data["D"], **{f"G_ema_{k}": _modules(g)[k] for k in ("backbone", "superresolution",
-                                                                                        "decoder")}}
-    assert {k: sum(p.numel() for p in _parameters(v)) for k, v in counts.items()} == config["n_params"]
+    records = {"G_ema": g, "D": data["D"]}
+    records.update({f"G_ema_{k}": _modules(g)[k] for k in ("backbone", "superresolution", "decoder")})
+    assert {k: sum(p.numel() for p in _parameters(v)) for k, v in records.items()} == config["n_params"]
     axes = _modules(g)["renderer"].state["plane_axes"]
     assert axes.tolist() == config["G_ema"]["attributes"]["renderer_plane_axes"]
     assert g.state["_buffers"]["dataset_label_std"].tolist() == pytest.approx(

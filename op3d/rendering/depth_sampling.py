@@ -2,7 +2,8 @@
 importance sampling from the coarse weights.
 
 Random draws are RNG-compatible with the official renderer: the stratified jitter is one `torch.rand` of shape
-[B, M, S, 1] and the importance sampler one `torch.rand` of shape [B * M, N_importance]. Both functions accept the
+[B, M, S, 1] (filled sample-major, [S, B, M, 1], when the limits are per ray as with 'auto') and the importance
+sampler one `torch.rand` of shape [B * M, N_importance]. Both functions accept the
 draw as an argument (`jitter`, `u`) so tests can inject recorded draws.
 """
 
@@ -64,6 +65,10 @@ def stratified_depths(n_batch: int, n_rays: int, ray_start, ray_end, n_samples: 
         steps = torch.arange(n_samples, dtype=torch.float32, device=device) / (n_samples - 1)
         depths = ray_start.unsqueeze(2) + steps.reshape(1, 1, -1, 1) * (ray_end - ray_start).unsqueeze(2)
         delta = ((ray_end - ray_start) / (n_samples - 1)).unsqueeze(2)
+        if jitter is None:
+            # The official per-ray depths are a sample-major tensor viewed as [B, M, S, 1], and its rand_like
+            # fills memory in that order: draw [S, B, M, 1] and view it the same way to get the same numbers.
+            jitter = torch.rand(n_samples, n_batch, n_rays, 1, device=device).permute(1, 2, 0, 3)
     else:
         depths = torch.linspace(ray_start, ray_end, n_samples, device=device)
         depths = depths.reshape(1, 1, n_samples, 1).repeat(n_batch, n_rays, 1, 1)
