@@ -111,7 +111,10 @@ def network_from_record(record, source: str) -> nn.Module:
 def _finish(module: nn.Module, state_dict: dict, attributes: dict, training: bool, source: str) -> nn.Module:
     for name, value in attributes.items():
         setattr(module, name, value)
-    result = module.load_state_dict(state_dict, strict=False)
+    try:
+        result = module.load_state_dict(state_dict, strict=False)
+    except RuntimeError as err:  # shape mismatches
+        raise CheckpointError(f"{source}: {type(module).__name__} does not match the checkpoint: {err}") from err
     problems = []
     if result.missing_keys:
         problems.append(f"missing tensors {result.missing_keys}")
@@ -152,9 +155,13 @@ def save_network_pkl(path: str | os.PathLike, snapshot: dict) -> None:
     Networks are stored as constructor kwargs + tensors, so loading never executes code."""
     path = os.fspath(path)
     tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        _SnapshotPickler(f, protocol=4).dump(dict(snapshot))
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            _SnapshotPickler(f, protocol=4).dump(dict(snapshot))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def _network_from_op3d_record(record: NetworkRecord, source: str) -> nn.Module:

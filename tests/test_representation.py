@@ -209,9 +209,7 @@ def test_orthoplanes_geometric_meaning(projection, box_warp):
     planes = ramp_orthoplanes(k, h, w)
     gen = torch.Generator().manual_seed(4)
     # Interior: all normalized coordinates within the outermost texel / plane centres (|u| <= 1 - 1/4).
-    coords = random_points(gen, 1, 25, 0.37 * box_warp / 2 * 2 if projection == "consistent" else 0.37)
-    if projection == "compat":
-        coords = coords * min(1.0, box_warp)  # raw coords for groups 1/2 stay within 0.37
+    coords = random_points(gen, 1, 25, 0.37 * box_warp)  # group 0 (always scaled) then has |u| <= 0.74
     out = sample_orthoplanes(planes, coords, box_warp, projection)[0]  # [3, M, 3]
     u_d = texel_to_normalized(out[..., 0], k)
     u_w = texel_to_normalized(out[..., 1], w)
