@@ -11,7 +11,6 @@ import math
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from op3d.networks.layers import FullyConnectedLayer
 from op3d.representation.decoder import OSGDecoder

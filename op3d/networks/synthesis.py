@@ -173,7 +173,8 @@ class SynthesisBlock(nn.Module):
         img = self.upsample_image(img)
         y = self.torgb(x, next(w_iter), fused_modconv=fused_modconv)
         y = y.to(dtype=torch.float32, memory_format=torch.contiguous_format)
-        img = img.add_(y) if img is not None else y
+        # Out of place: without upsampling `img` may be the caller's tensor (e.g. a view of the feature image).
+        img = img + y if img is not None else y
         return x, img
 
 

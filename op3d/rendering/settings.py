@@ -110,20 +110,31 @@ class RenderingKwargsView(MutableMapping):
     def __init__(self, settings: RenderingSettings):
         self._settings = settings
 
+    def _check_key(self, key):
+        if key not in {f.name for f in dataclasses.fields(self._settings)}:
+            raise KeyError(f"unknown rendering setting {key!r}")
+
     def __getitem__(self, key):
-        if not hasattr(self._settings, key) or key.startswith("_"):
-            raise KeyError(key)
+        self._check_key(key)
         return getattr(self._settings, key)
 
     def __setitem__(self, key, value):
-        if key not in {f.name for f in dataclasses.fields(self._settings)}:
-            raise KeyError(f"unknown rendering setting {key!r}")
-        old = getattr(self._settings, key)
-        setattr(self._settings, key, value)
+        self.update({key: value})
+
+    def update(self, other=(), /, **kwargs):
+        """Set several settings at once, validated together (e.g. ray_start and ray_end to 'auto'); on an invalid
+        combination nothing changes."""
+        values = dict(other, **kwargs)
+        for key in values:
+            self._check_key(key)
+        old = {key: getattr(self._settings, key) for key in values}
+        for key, value in values.items():
+            setattr(self._settings, key, value)
         try:
             self._settings.validate()
-        except ValueError:
-            setattr(self._settings, key, old)
+        except Exception:
+            for key, value in old.items():
+                setattr(self._settings, key, value)
             raise
 
     def __delitem__(self, key):
