@@ -154,3 +154,24 @@ def test_official_snapshot_modules_are_op3d_modules(fixture_file):
     assert G.backbone.mapping.num_ws == 13 and G.backbone.mapping.w_avg.shape == (512,)
     assert G.dataset_label_std.shape == (25,)
     assert G.init_kwargs["per_dir_plane_number"] == 4
+
+
+def test_older_official_modules_take_k_and_l_from_the_state(fixture_file):
+    """training.trimultiplane[_large] hard-coded K and L (no constructor arguments): the pickled attributes decide."""
+    from op3d.checkpoints import network_from_record
+    from op3d.safe_pickle import load_pickle
+
+    record = load_pickle(fixture_file("official/shhq_k4_l6/G.pkl"))["G_ema"]
+    kwargs = record.state["_init_kwargs"]
+    kwargs.pop("per_dir_plane_number")
+    kwargs.pop("fourier_L")
+    G = network_from_record(record, "old.pkl")
+    assert (G.n_planes_per_axis, G.L) == (4, 6)
+    del record.state["n_planes_per_axis"]
+    with pytest.raises(CheckpointError, match=r"old\.pkl.*n_planes_per_axis"):
+        network_from_record(record, "old.pkl")
+
+
+def test_conditional_generator_is_refused_clearly(fixture_file):
+    with pytest.raises(CheckpointError, match="SMPL-conditional"):
+        load_network_pkl(fixture_file("official/shhq_cond_k8/G.pkl"))
