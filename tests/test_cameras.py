@@ -2,8 +2,6 @@
 
 import json
 import math
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,33 +23,9 @@ HALF_PI = math.pi / 2
 UNCOND_SETS = ["ffhq_k8_l10", "shhq_k4_l6"]
 
 
-# --- fixture location (local helper; tests/conftest.py did not exist when this was written) ---
-
-@pytest.fixture(scope="module")
-def fixtures_dir():
-    """Root of the shared fixtures: $OP3D_FIXTURES or <repo>/../shared/fixtures.
-
-    Skips when absent, unless OP3D_REQUIRE_FIXTURES=1 (then fails).
-    """
-    env = os.environ.get("OP3D_FIXTURES")
-    root = Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
-    if not root.is_dir():
-        msg = f"fixtures not found at {root}"
-        if os.environ.get("OP3D_REQUIRE_FIXTURES") == "1":
-            pytest.fail(msg)
-        pytest.skip(msg)
-    return root
-
-
-def _load_set(fixtures_dir, name):
-    folder = fixtures_dir / "official" / name
-    if not (folder / "io.npz").is_file():
-        msg = f"fixture set missing: {folder}"
-        if os.environ.get("OP3D_REQUIRE_FIXTURES") == "1":
-            pytest.fail(msg)
-        pytest.skip(msg)
-    io = dict(np.load(folder / "io.npz"))
-    config = json.loads((folder / "config.json").read_text())
+def _load_set(fixture_file, name):
+    io = dict(np.load(fixture_file(f"official/{name}/io.npz")))
+    config = json.loads(fixture_file(f"official/{name}/config.json").read_text())
     return io, config
 
 
@@ -84,16 +58,16 @@ def _check_rigid(cam2world, atol=1e-5):
 # --- official reference data ---
 
 @pytest.mark.parametrize("name", UNCOND_SETS)
-def test_intrinsics_match_fixture(fixtures_dir, name):
-    io, _ = _load_set(fixtures_dir, name)
+def test_intrinsics_match_fixture(fixture_file, name):
+    io, _ = _load_set(fixture_file, name)
     k = fov_to_intrinsics(float(io["fov_deg"]))
     assert k.shape == (3, 3) and k.dtype == torch.float32
     np.testing.assert_allclose(k.numpy(), io["intrinsics"], rtol=0, atol=1e-7)
 
 
 @pytest.mark.parametrize("name", UNCOND_SETS)
-def test_conditioning_label_matches_fixture(fixtures_dir, name):
-    io, config = _load_set(fixtures_dir, name)
+def test_conditioning_label_matches_fixture(fixture_file, name):
+    io, config = _load_set(fixture_file, name)
     pivot, radius = _camera_rig(config)
     batch = io["c_cond"].shape[0]
     c2w = LookAtPoseSampler.sample(HALF_PI, HALF_PI, pivot, radius=radius, batch_size=batch)
@@ -106,8 +80,8 @@ def test_conditioning_label_matches_fixture(fixtures_dir, name):
 
 
 @pytest.mark.parametrize("name", UNCOND_SETS)
-def test_rendering_label_reproduced_from_recovered_angles(fixtures_dir, name):
-    io, config = _load_set(fixtures_dir, name)
+def test_rendering_label_reproduced_from_recovered_angles(fixture_file, name):
+    io, config = _load_set(fixture_file, name)
     pivot, radius = _camera_rig(config)
     ref = torch.from_numpy(io["c"])
     ref_c2w, ref_k = unpack_label(ref)
@@ -124,9 +98,9 @@ def test_rendering_label_reproduced_from_recovered_angles(fixtures_dir, name):
     assert torch.allclose(ref_c2w[:, :3, 2].double(), to_pivot, atol=1e-5)
 
 
-def test_conditional_set_known_angles(fixtures_dir):
+def test_conditional_set_known_angles(fixture_file):
     """shhq_cond_k8 stores the yaw/pitch offsets and the focal used for its labels."""
-    io, config = _load_set(fixtures_dir, "shhq_cond_k8")
+    io, config = _load_set(fixture_file, "shhq_cond_k8")
     pivot, radius = _camera_rig(config)
     spec = config["fixture_spec"]
     k = focal_to_intrinsics(spec["focal"])
