@@ -141,6 +141,7 @@ class PlaneGenerator(nn.Module):
                 truncation_cutoff: int | None = None, neural_rendering_resolution: int | None = None,
                 update_emas: bool = False, cache_backbone: bool = False, use_cached_backbone: bool = False,
                 **synthesis_kwargs) -> dict:
+        """mapping then synthesis: z [B, z_dim], c [B, 25] -> the synthesis dict."""
         ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff,
                           update_emas=update_emas)
         return self.synthesis(ws, c, update_emas=update_emas, neural_rendering_resolution=neural_rendering_resolution,
