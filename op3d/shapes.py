@@ -1,0 +1,161 @@
+"""3D shapes from a generator: the density grid, `.mrc` volumes and marching-cubes meshes in world units.
+
+The density of a seed is computed from its planes, which are built once; only the decoder runs per chunk of points,
+so memory is bounded by `max_batch` (a 512^3 grid fits in a few GB).
+
+Volume convention (official gen_samples): grid index order [x, y, z] over the cube of side `cube_length` centred at
+the origin, voxel size cube_length / (N - 1); the stored value is the raw decoder density (before softplus).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+
+@dataclass(frozen=True)
+class ShapeGrid:
+    """N^3 sample points over [-cube_length/2, cube_length/2]^3, point n at index (n // N^2, n // N % N, n % N).
+
+    compat=True reproduces the official sample grid, which computes the x and y indices with float32 divisions,
+    so they carry fractional offsets (y up to one voxel, x less); the released shapes were extracted with it.
+    compat=False uses exact integer indices."""
+
+    resolution: int
+    cube_length: float = 1.0
+    compat: bool = True
+
+    def __post_init__(self):
+        if self.resolution < 2:
+            raise ValueError(f"shape resolution must be >= 2, got {self.resolution}")
+
+    @property
+    def voxel_size(self) -> float:
+        return self.cube_length / (self.resolution - 1)
+
+    @property
+    def voxel_origin(self) -> np.ndarray:
+        return np.full(3, -self.cube_length / 2)
+
+    @property
+    def num_points(self) -> int:
+        return self.resolution ** 3
+
+    def points(self, start: int = 0, stop: int | None = None, device=None) -> torch.Tensor:
+        """World coordinates of points start..stop-1: [stop - start, 3] float32."""
+        n_res = self.resolution
+        stop = self.num_points if stop is None else stop
+        index = torch.arange(start, stop, dtype=torch.int64, device=device)
+        if self.compat:
+            quotient = index.float() / n_res
+            ix, iy = (quotient / n_res) % n_res, quotient % n_res
+        else:
+            ix, iy = (index // (n_res * n_res)).float(), (index // n_res % n_res).float()
+        iz = (index % n_res).float()
+        offset = float(self.voxel_origin[0])
+        return torch.stack([ix, iy, iz], dim=1) * self.voxel_size + offset
+
+
+@torch.no_grad()
+def extract_density(G, ws: torch.Tensor, resolution: int = 256, max_batch: int = 1_000_000,
+                    compat_grid: bool = True, progress: bool = False, **synthesis_kwargs) -> np.ndarray:
+    """Raw density of one sample on the shape grid: ws [1, num_ws, w_dim] -> float32 [N, N, N] (index [x, y, z]).
+
+    The planes are computed once (backbone noise 'const' unless given); the decoder runs on chunks of max_batch."""
+    if ws.shape[0] != 1:
+        raise ValueError(f"extract_density takes the ws of one sample, got batch {ws.shape[0]}")
+    if max_batch < 1:
+        raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+    grid = ShapeGrid(resolution, G.settings.box_warp, compat_grid)
+    synthesis_kwargs.setdefault("noise_mode", "const")
+    planes = G.compute_planes(ws, **synthesis_kwargs)
+    sigma = np.empty(grid.num_points, dtype=np.float32)
+    starts = range(0, grid.num_points, max_batch)
+    for start in tqdm(starts, desc="shape", unit="chunk", disable=not progress, leave=False):
+        stop = min(start + max_batch, grid.num_points)
+        points = grid.points(start, stop, device=ws.device).unsqueeze(0)
+        directions = torch.zeros_like(points)
+        directions[..., 2] = -1
+        sigma[start:stop] = G.run_field(planes, points, directions)["sigma"].reshape(-1).float().cpu().numpy()
+    return sigma.reshape(resolution, resolution, resolution)
+
+
+def border_width(resolution: int) -> int:
+    """Voxels set to -1000 on every face of a saved volume (official: int(30 N / 256))."""
+    return int(30 * resolution / 256)
+
+
+def official_volume(sigma: np.ndarray) -> np.ndarray:
+    """The array the official gen_samples writes to .mrc: flipped along x (axis 0), a border of border_width(N)
+    voxels set to -1000 on all six faces."""
+    volume = np.flip(sigma, 0).copy()
+    pad = border_width(sigma.shape[0])
+    if pad > 0:
+        volume[:pad], volume[-pad:] = -1000, -1000
+        volume[:, :pad], volume[:, -pad:] = -1000, -1000
+        volume[:, :, :pad], volume[:, :, -pad:] = -1000, -1000
+    return volume
+
+
+def write_mrc(path: str | os.PathLike, volume: np.ndarray, voxel_size: float | None = None) -> None:
+    """Save a float32 volume as .mrc (mode 2), atomically. voxel_size (world units) goes into the header; the same
+    volume always gives the same bytes."""
+    import mrcfile
+
+    path = os.fspath(path)
+    tmp = f"{path}.tmp-{os.getpid()}.mrc"
+    try:
+        with mrcfile.new(tmp, overwrite=True) as mrc:
+            mrc.set_data(np.ascontiguousarray(volume, dtype=np.float32))
+            if voxel_size is not None:
+                mrc.voxel_size = voxel_size
+            mrc.header.label[0] = b"op3d raw density"  # instead of a creation time stamp: repeatable bytes
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def density_mesh(sigma: np.ndarray, level: float = 10.0, cube_length: float = 1.0):
+    """Marching cubes on the density grid [x, y, z] -> (vertices [V, 3] in world units, faces [F, 3]).
+
+    The volume gets the official -1000 border first so that surfaces close at the box. Faces are oriented with
+    normals pointing out of the dense region. Raises ValueError if the level is never crossed."""
+    from skimage import measure
+
+    n = sigma.shape[0]
+    volume = np.pad(sigma, 1, constant_values=-1000.0)
+    pad = border_width(n)
+    if pad > 0:
+        volume[1:pad + 1], volume[-pad - 1:-1] = -1000, -1000
+        volume[:, 1:pad + 1], volume[:, -pad - 1:-1] = -1000, -1000
+        volume[:, :, 1:pad + 1], volume[:, :, -pad - 1:-1] = -1000, -1000
+    if not volume.min() < level < volume.max():
+        raise ValueError(f"iso level {level} is outside the density range [{sigma.min():.3g}, {sigma.max():.3g}]: "
+                         "no surface to extract (try another --level)")
+    voxel = cube_length / (n - 1)
+    vertices, faces, _, _ = measure.marching_cubes(volume, level=level, spacing=(voxel, voxel, voxel),
+                                                   gradient_direction="ascent")
+    vertices = vertices - voxel - cube_length / 2  # undo the 1-voxel pad, centre the box at the origin
+    return vertices.astype(np.float32), faces.astype(np.int64)
+
+
+def write_mesh(path: str | os.PathLike, vertices: np.ndarray, faces: np.ndarray) -> None:
+    """Save a triangle mesh; the format (.ply or .obj) follows the file extension. Written atomically."""
+    import trimesh
+
+    path = os.fspath(path)
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in (".ply", ".obj"):
+        raise ValueError(f"mesh format must be .ply or .obj, got {ext!r}")
+    tmp = f"{path}.tmp-{os.getpid()}{ext}"
+    try:
+        trimesh.Trimesh(vertices=vertices, faces=faces, process=False).export(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
