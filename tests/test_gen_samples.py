@@ -25,9 +25,10 @@ def run(*args):
     return CliRunner().invoke(gen_samples.main, [str(a) for a in args], catch_exceptions=False)
 
 
-@pytest.mark.parametrize("name,trunc", [("ffhq_k8_l10", 0.7), ("shhq_k4_l6", 1.0)])
+@pytest.mark.parametrize("name,trunc", [("official/ffhq_k8_l10", 0.7), ("official/shhq_k4_l6", 1.0),
+                                        ("eg3d/eg3d_ffhq", 0.7)])
 def test_official_checkpoint_gives_official_volume(fixture_file, tmp_path, name, trunc):
-    pkl = fixture_file(f"official/{name}/G.pkl")
+    pkl = fixture_file(f"{name}/G.pkl")
     io = np.load(pkl.parent / "io.npz")
     out = tmp_path / "out"
     result = run(f"--network={pkl}", "--seeds=0-1", f"--trunc={trunc}", "--fov-deg=18", "--shapes=true",
