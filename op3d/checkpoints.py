@@ -78,10 +78,13 @@ def _official_generator_kwargs(record, source: str) -> tuple[type, dict]:
                                   "attributes nor per_dir_plane_number/fourier_L arguments")
         return OrthoPlanesGenerator, kwargs
     if record.class_name == "TriPlaneGenerator":
-        decoder_in = flatten_record_state(_child(record, "decoder"))["net.0.weight"].shape[1]
-        if decoder_in != 32:
-            raise CheckpointError(f"{source}: this tri-plane generator has {decoder_in}-channel planes (OP3D's "
-                                  "'large tri-plane' baseline); op3d loads EG3D's 32-channel tri-planes only")
+        # EG3D's class and OP3D's "large tri-plane" baseline share the name and the constructor arguments;
+        # their decoders tell them apart (32 -> 64 -> 33 vs 128 -> 128 -> 128 -> 128 -> 33).
+        decoder = flatten_record_state(_child(record, "decoder"))
+        fc_weights = [k for k in decoder if k.startswith("net.") and k.endswith(".weight")]
+        hidden, plane_channels = decoder["net.0.weight"].shape
+        kwargs.update(plane_channels=plane_channels, decoder_hidden_dim=hidden,
+                      decoder_hidden_layers=len(fc_weights) - 1)
         return TriPlaneGenerator, kwargs
     raise CheckpointError(f"{source}: unknown generator class {record.class_name!r}")
 

@@ -175,3 +175,41 @@ def test_older_official_modules_take_k_and_l_from_the_state(fixture_file):
 def test_conditional_generator_is_refused_clearly(fixture_file):
     with pytest.raises(CheckpointError, match="SMPL-conditional"):
         load_network_pkl(fixture_file("official/shhq_cond_k8/G.pkl"))
+
+
+def record_tree(module, class_name="Module", init_kwargs=None):
+    """A pickled-module-like record tree (what the restricted unpickler yields) for a torch module."""
+    from op3d.safe_pickle import PersistentRecord
+
+    state = {"_parameters": dict(module._parameters), "_buffers": dict(module._buffers),
+             "_modules": {k: record_tree(v) for k, v in module._modules.items()}, "training": module.training}
+    if init_kwargs is not None:
+        state["_init_kwargs"] = init_kwargs
+    return PersistentRecord(class_name, state)
+
+
+def test_op3d_large_triplane_is_told_apart_by_its_decoder():
+    """OP3D's 'large tri-plane' baseline shares the class name and constructor arguments with EG3D's generator;
+    the loader reads plane width and decoder depth from the state."""
+    from op3d.checkpoints import network_from_record
+    from op3d.networks.generator import TriPlaneGenerator
+
+    official_kwargs = dict(z_dim=8, c_dim=25, w_dim=512, img_resolution=128, img_channels=3, channel_base=256,
+                           channel_max=8, mapping_kwargs={"num_layers": 2}, sr_num_fp16_res=0,
+                           rendering_kwargs=dict(TINY_RENDERING))
+    torch.manual_seed(0)
+    large = TriPlaneGenerator(**official_kwargs, plane_channels=128, decoder_hidden_dim=128,
+                              decoder_hidden_layers=3).eval()
+    assert large.decoder.net[0].weight.shape == (128, 128) and len(large.decoder.net) == 7
+    loaded = network_from_record(record_tree(large, "TriPlaneGenerator", official_kwargs), "large.pkl")
+    assert loaded.plane_channels == 128
+    assert_same_tensors(large, loaded)
+    eg3d = network_from_record(record_tree(TriPlaneGenerator(**official_kwargs), "TriPlaneGenerator",
+                                           official_kwargs), "eg3d.pkl")
+    assert eg3d.plane_channels == 32 and len(eg3d.decoder.net) == 3
+    z, c = torch.randn(1, 8), torch.rand(1, 25)
+    points = torch.rand(1, 50, 3) - 0.5
+    with torch.no_grad():
+        assert torch.equal(large.sample(points, None, z, c)["sigma"], loaded.sample(points, None, z, c)["sigma"])
+        planes = loaded.compute_planes(loaded.mapping(z, c))
+    assert planes.shape == (1, 3, 128, 256, 256)

@@ -40,7 +40,7 @@ class PlaneGenerator(nn.Module):
 
     def __init__(self, z_dim: int, c_dim: int, w_dim: int, img_resolution: int, img_channels: int,
                  sr_num_fp16_res: int = 0, rendering_kwargs: dict | None = None, sr_kwargs: dict | None = None,
-                 decoder_hidden_dim: int = 64, decoder_hidden_layers: int = 1):
+                 plane_channels: int = PLANE_CHANNELS, decoder_hidden_dim: int = 64, decoder_hidden_layers: int = 1):
         super().__init__()
         self.z_dim = z_dim
         self.c_dim = c_dim
@@ -53,7 +53,7 @@ class PlaneGenerator(nn.Module):
                                                channels=PLANE_CHANNELS, img_resolution=img_resolution,
                                                sr_num_fp16_res=sr_num_fp16_res,
                                                sr_antialias=self.settings.sr_antialias, **sr_kwargs)
-        self.decoder = OSGDecoder(PLANE_CHANNELS, hidden_dim=decoder_hidden_dim, decoder_output_dim=PLANE_CHANNELS,
+        self.decoder = OSGDecoder(plane_channels, hidden_dim=decoder_hidden_dim, decoder_output_dim=PLANE_CHANNELS,
                                   decoder_lr_mul=self.settings.decoder_lr_mul, n_hidden_layers=decoder_hidden_layers)
         self.neural_rendering_resolution = 64
         self._last_planes = None
@@ -195,16 +195,22 @@ class OrthoPlanesGenerator(PlaneGenerator):
 @records_init_kwargs
 class TriPlaneGenerator(PlaneGenerator):
     """EG3D tri-plane generator: three 32-channel planes from a 256x256, 96-channel StyleGAN2 backbone
-    (14 ws: the last block's ToRGB has its own w); planes [B, 3, 32, 256, 256]."""
+    (14 ws: the last block's ToRGB has its own w); planes [B, 3, 32, 256, 256].
+
+    OP3D's "large tri-plane" baseline is the same with plane_channels=128 (a 384-channel backbone output) and a
+    128-wide decoder with 4 FC layers (decoder_hidden_dim=128, decoder_hidden_layers=3)."""
 
     def __init__(self, z_dim: int, c_dim: int, w_dim: int, img_resolution: int, img_channels: int,
                  sr_num_fp16_res: int = 0, mapping_kwargs: dict | None = None, rendering_kwargs: dict | None = None,
                  sr_kwargs: dict | None = None, channel_base: int = 32768, channel_max: int = 512,
-                 num_fp16_res: int = 4, conv_clamp: float | None = 256, fused_modconv_default="inference_only"):
+                 num_fp16_res: int = 4, conv_clamp: float | None = 256, fused_modconv_default="inference_only",
+                 plane_channels: int = PLANE_CHANNELS, decoder_hidden_dim: int = 64, decoder_hidden_layers: int = 1):
         super().__init__(z_dim, c_dim, w_dim, img_resolution, img_channels, sr_num_fp16_res=sr_num_fp16_res,
-                         rendering_kwargs=rendering_kwargs, sr_kwargs=sr_kwargs)
+                         rendering_kwargs=rendering_kwargs, sr_kwargs=sr_kwargs, plane_channels=plane_channels,
+                         decoder_hidden_dim=decoder_hidden_dim, decoder_hidden_layers=decoder_hidden_layers)
+        self.plane_channels = plane_channels
         self.backbone = StyleGAN2Backbone(z_dim, c_dim, w_dim, img_resolution=BACKBONE_RESOLUTION,
-                                          img_channels=3 * PLANE_CHANNELS, mapping_kwargs=mapping_kwargs,
+                                          img_channels=3 * plane_channels, mapping_kwargs=mapping_kwargs,
                                           channel_base=channel_base, channel_max=channel_max,
                                           num_fp16_res=num_fp16_res, conv_clamp=conv_clamp,
                                           fused_modconv_default=fused_modconv_default)
@@ -213,7 +219,7 @@ class TriPlaneGenerator(PlaneGenerator):
                        **synthesis_kwargs) -> torch.Tensor:
         """ws [B, 14, w_dim] -> planes [B, 3, 32, 256, 256]."""
         planes = self.backbone.synthesis(ws, update_emas=update_emas, **synthesis_kwargs)
-        return planes.view(ws.shape[0], 3, PLANE_CHANNELS, *planes.shape[-2:])
+        return planes.view(ws.shape[0], 3, self.plane_channels, *planes.shape[-2:])
 
     def sample_features(self, planes: torch.Tensor, coordinates: torch.Tensor) -> torch.Tensor:
         return sample_triplanes(planes, coordinates, self.settings.box_warp, self.settings.plane_projection)
