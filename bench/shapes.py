@@ -54,6 +54,8 @@ def main():
     for name in SETS:
         G = op3d.load_network_pkl(fixtures_root() / name / "G.pkl", device=device)["G_ema"]
         ws = generation.seed_to_ws(G, 0, device=device)
+        shapes.extract_density(G, ws, 32)  # warm-up
+        per_chunk_recompute(G, ws, 32, args.max_batch)
         for res in (int(r) for r in args.resolutions.split(",")):
             result = {}
             t_fast = timed(lambda: result.setdefault("fast", shapes.extract_density(G, ws, res, args.max_batch)),
