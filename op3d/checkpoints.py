@@ -17,6 +17,7 @@ import pickle
 import torch
 from torch import nn
 
+from op3d.atomic import atomic_output
 from op3d.networks.discriminator import DualDiscriminator
 from op3d.networks.generator import OrthoPlanesGenerator, TriPlaneGenerator
 from op3d.safe_pickle import GlobalRecord, NetworkRecord, PersistentRecord, UnsafePickleError, load_pickle
@@ -156,15 +157,8 @@ class _SnapshotPickler(pickle.Pickler):
 def save_network_pkl(path: str | os.PathLike, snapshot: dict) -> None:
     """Write a snapshot dict (e.g. G, D, G_ema, training_set_kwargs) atomically (temp file + rename).
     Networks are stored as constructor kwargs + tensors, so loading never executes code."""
-    path = os.fspath(path)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            _SnapshotPickler(f, protocol=4).dump(dict(snapshot))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_output(path) as tmp, open(tmp, "wb") as f:
+        _SnapshotPickler(f, protocol=4).dump(dict(snapshot))
 
 
 def _network_from_op3d_record(record: NetworkRecord, source: str) -> nn.Module:

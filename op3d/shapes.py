@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from op3d.atomic import atomic_output
+
 
 @dataclass(frozen=True)
 class ShapeGrid:
@@ -106,18 +108,11 @@ def write_mrc(path: str | os.PathLike, volume: np.ndarray, voxel_size: float | N
     volume always gives the same bytes."""
     import mrcfile
 
-    path = os.fspath(path)
-    tmp = f"{path}.tmp-{os.getpid()}.mrc"
-    try:
-        with mrcfile.new(tmp, overwrite=True) as mrc:
-            mrc.set_data(np.ascontiguousarray(volume, dtype=np.float32))
-            if voxel_size is not None:
-                mrc.voxel_size = voxel_size
-            mrc.header.label[0] = b"op3d raw density"  # instead of a creation time stamp: repeatable bytes
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_output(path) as tmp, mrcfile.new(tmp, overwrite=True) as mrc:
+        mrc.set_data(np.ascontiguousarray(volume, dtype=np.float32))
+        if voxel_size is not None:
+            mrc.voxel_size = voxel_size
+        mrc.header.label[0] = b"op3d raw density"  # instead of a creation time stamp: repeatable bytes
 
 
 def density_mesh(sigma: np.ndarray, level: float = 10.0, cube_length: float = 1.0):
@@ -152,10 +147,5 @@ def write_mesh(path: str | os.PathLike, vertices: np.ndarray, faces: np.ndarray)
     ext = os.path.splitext(path)[1].lower()
     if ext not in (".ply", ".obj"):
         raise ValueError(f"mesh format must be .ply or .obj, got {ext!r}")
-    tmp = f"{path}.tmp-{os.getpid()}{ext}"
-    try:
+    with atomic_output(path) as tmp:
         trimesh.Trimesh(vertices=vertices, faces=faces, process=False).export(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)

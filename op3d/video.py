@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
+from op3d.atomic import atomic_output
 from op3d.cameras import LookAtPoseSampler, focal_to_intrinsics, pack_label
 from op3d.generation import depth_to_uint8, seed_latent, to_uint8
 
@@ -175,22 +176,10 @@ def video_shape_volume(sigma: np.ndarray) -> np.ndarray:
     return volume
 
 
-def _temp_path(path: str) -> str:
-    stem, ext = os.path.splitext(path)
-    return f"{stem}.tmp-{os.getpid()}{ext}"
-
-
 def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
     """np.save, atomically."""
-    path = os.fspath(path)
-    tmp = _temp_path(path)
-    try:
-        with open(tmp, "wb") as f:
-            np.save(f, array)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_output(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, array)
 
 
 def mesh_name(frame: int, row: int, col: int, grid: tuple[int, int]) -> str:
@@ -240,9 +229,7 @@ def render_video(G, seed_grid: np.ndarray, path: str | os.PathLike, *, w_frames:
     if shapes_dir is not None:
         os.makedirs(shapes_dir, exist_ok=True)
 
-    path = os.fspath(path)
-    tmp = _temp_path(path)
-    try:
+    with atomic_output(path) as tmp:
         writer = imageio.get_writer(tmp, mode="I", fps=fps, codec="libx264", bitrate=bitrate)
         try:
             for frame in tqdm(range(num_frames), desc="frames", unit="frame", disable=not progress):
@@ -268,8 +255,4 @@ def render_video(G, seed_grid: np.ndarray, path: str | os.PathLike, *, w_frames:
                 writer.append_data(layout_grid(np.stack(cells), grid))
         finally:
             writer.close()
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return labels
