@@ -193,7 +193,8 @@ def load_network_pkl(path_or_file, device: str | torch.device | None = None) -> 
     if not isinstance(data, dict) or "G_ema" not in data:
         found = sorted(data) if isinstance(data, dict) else type(data).__name__
         raise CheckpointError(f"{source}: expected a snapshot dict with a 'G_ema' entry, found {found}")
-    out = {k: _convert(v, source) for k, v in data.items()}
+    # Only the networks become op3d modules; anything else (e.g. an official augment_pipe) stays an inert record.
+    out = {k: _convert(v, source) if k in SNAPSHOT_NETWORK_KEYS else v for k, v in data.items()}
     for key in ("G", "D", "training_set_kwargs", "augment_pipe"):
         out.setdefault(key, None)
     if out["training_set_kwargs"] is not None:

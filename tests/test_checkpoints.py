@@ -213,3 +213,16 @@ def test_op3d_large_triplane_is_told_apart_by_its_decoder():
         assert torch.equal(large.sample(points, None, z, c)["sigma"], loaded.sample(points, None, z, c)["sigma"])
         planes = loaded.compute_planes(loaded.mapping(z, c))
     assert planes.shape == (1, 3, 128, 256, 256)
+
+
+def test_official_augment_pipe_stays_an_inert_record(fixture_file, monkeypatch):
+    """Snapshots of augmented runs carry a persistent AugmentPipe: it must not stop the networks from loading."""
+    import op3d.checkpoints as checkpoints
+    from op3d.safe_pickle import PersistentRecord, load_pickle
+
+    raw = load_pickle(fixture_file("official/shhq_k4_l6/G.pkl"))
+    raw["augment_pipe"] = PersistentRecord("AugmentPipe", {"_init_kwargs": {"xflip": 1}})
+    monkeypatch.setattr(checkpoints, "load_pickle", lambda _: raw)
+    snap = checkpoints.load_network_pkl("augmented.pkl")
+    assert isinstance(snap["G_ema"], OrthoPlanesGenerator)
+    assert isinstance(snap["augment_pipe"], PersistentRecord) and snap["augment_pipe"].class_name == "AugmentPipe"
