@@ -12,7 +12,7 @@ Conventions
 * Cameras orbit the world origin with world +y as the orbit's polar axis.
   Angles use the EG3D sampler convention: ``horizontal`` (yaw) = ``vertical``
   (pitch) = pi/2 is the frontal camera on the +z axis; larger yaw moves the
-  camera towards -x, larger pitch moves it towards -y.
+  camera towards +x, larger pitch moves it towards -y.
 * Intrinsics are normalized: focal lengths in units of the image size and the
   principal point at (0.5, 0.5).
 * A label ``c`` is ``[B, 25]``: 16 row-major cam2world values followed by 9
@@ -33,6 +33,7 @@ __all__ = [
     "pack_label",
     "unpack_label",
     "orbit_camera",
+    "rotate_label_about_y",
 ]
 
 _EPS_ANGLE = 1e-5  # pitch is clamped to [eps, pi - eps] to stay off the poles
@@ -211,3 +212,19 @@ def orbit_camera(yaw, pitch, radius=2.7, lookat=(0.0, 0.0, 0.0), fov_degrees=18.
     else:
         intrinsics = focal_to_intrinsics(focal, device=device)
     return pack_label(cam2world, intrinsics)
+
+
+def rotate_label_about_y(c, angle, pivot=(0.0, 0.0, 0.0)):
+    """Labels [B, 25] whose cameras are turned by ``angle`` radians ([B] or a scalar) about the world +y axis
+    through ``pivot``: the same orbit step as a yaw change, for any camera. Intrinsics are kept."""
+    cam2world, intrinsics = unpack_label(c)
+    angle = torch.as_tensor(angle, dtype=c.dtype, device=c.device).expand(c.shape[0])
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    rotation = torch.eye(4, dtype=c.dtype, device=c.device).repeat(c.shape[0], 1, 1)
+    rotation[:, 0, 0], rotation[:, 0, 2] = cos, sin
+    rotation[:, 2, 0], rotation[:, 2, 2] = -sin, cos
+    shift = torch.eye(4, dtype=c.dtype, device=c.device)
+    shift[:3, 3] = torch.as_tensor(pivot, dtype=c.dtype, device=c.device)
+    back = torch.eye(4, dtype=c.dtype, device=c.device)
+    back[:3, 3] = -shift[:3, 3]
+    return pack_label(shift @ rotation @ back @ cam2world, intrinsics)

@@ -20,6 +20,7 @@ from torch import nn
 from op3d.atomic import atomic_output
 from op3d.networks.discriminator import DualDiscriminator
 from op3d.networks.generator import OrthoPlanesGenerator, TriPlaneGenerator
+from op3d.training.augment import AugmentPipe
 from op3d.safe_pickle import GlobalRecord, NetworkRecord, PersistentRecord, UnsafePickleError, load_pickle
 
 SNAPSHOT_NETWORK_KEYS = ("G", "D", "G_ema")
@@ -32,7 +33,8 @@ class CheckpointError(ValueError):
 
 
 # op3d network classes by the name stored in op3d snapshots; the official names map onto the same classes.
-NETWORK_CLASSES = {cls.__name__: cls for cls in (OrthoPlanesGenerator, TriPlaneGenerator, DualDiscriminator)}
+NETWORK_CLASSES = {cls.__name__: cls for cls in (OrthoPlanesGenerator, TriPlaneGenerator, DualDiscriminator,
+                                                  AugmentPipe)}
 
 
 def flatten_record_state(record, prefix: str = "") -> dict:
@@ -185,7 +187,8 @@ def load_network_pkl(path_or_file, device: str | torch.device | None = None) -> 
     """Load an official or op3d snapshot pickle without executing code from it.
 
     Returns a dict with 'G_ema' and, when the file has them, 'G', 'D', 'training_set_kwargs' (a plain dict or
-    None) and 'augment_pipe' (None, or an inert record until op3d implements the augmentation pipeline).
+    None) and 'augment_pipe' (None, op3d's AugmentPipe for op3d snapshots, or an inert record for official ones:
+    their filter-bank buffers differ from op3d's; only their p carries over).
     Networks are op3d modules in the pickled train/eval mode with requires_grad False, moved to `device`."""
     source = os.fspath(path_or_file) if isinstance(path_or_file, (str, os.PathLike)) else \
         getattr(path_or_file, "name", "<stream>")
@@ -193,14 +196,16 @@ def load_network_pkl(path_or_file, device: str | torch.device | None = None) -> 
     if not isinstance(data, dict) or "G_ema" not in data:
         found = sorted(data) if isinstance(data, dict) else type(data).__name__
         raise CheckpointError(f"{source}: expected a snapshot dict with a 'G_ema' entry, found {found}")
-    # Only the networks become op3d modules; anything else (e.g. an official augment_pipe) stays an inert record.
-    out = {k: _convert(v, source) if k in SNAPSHOT_NETWORK_KEYS else v for k, v in data.items()}
+    # Networks become op3d modules, and so does op3d's own augment_pipe; an official augment_pipe stays an inert
+    # record (its filter-bank buffers are not op3d's).
+    out = {k: _convert(v, source) if k in SNAPSHOT_NETWORK_KEYS or isinstance(v, NetworkRecord) else v
+           for k, v in data.items()}
     for key in ("G", "D", "training_set_kwargs", "augment_pipe"):
         out.setdefault(key, None)
     if out["training_set_kwargs"] is not None:
         out["training_set_kwargs"] = dict(out["training_set_kwargs"])
     if device is not None:
-        for key in SNAPSHOT_NETWORK_KEYS:
+        for key in (*SNAPSHOT_NETWORK_KEYS, "augment_pipe"):
             if isinstance(out.get(key), nn.Module):
                 out[key] = out[key].to(device)
     return out

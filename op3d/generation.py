@@ -115,14 +115,15 @@ RANDOM_TINY = "random-tiny"
 
 def random_tiny_generator(seed: int = 0):
     """A small, randomly initialised (untrained) OrthoPlanes generator for smoke runs on any machine:
-    128x128 output, 32x32 neural rendering, K=4, L=4. Its images are noise-like; it shows the pipeline works."""
+    128x128 output, 32x32 neural rendering, K=4, L=4, 64x64 planes. Its images are noise-like; it shows the pipeline
+    works."""
     from op3d.networks.generator import OrthoPlanesGenerator
 
     torch.manual_seed(seed)
     G = OrthoPlanesGenerator(
         z_dim=64, c_dim=25, w_dim=512, img_resolution=128, img_channels=3, channel_base=2048, channel_max=32,
         mapping_kwargs={"num_layers": 2}, per_dir_plane_number=4, fourier_L=4, sr_num_fp16_res=0, num_fp16_res=0,
-        conv_clamp=None,
+        conv_clamp=None, plane_resolution=64,
         rendering_kwargs={"superresolution_module": "training.superresolution.SuperresolutionHybrid2X",
                           "depth_resolution": 24, "depth_resolution_importance": 24, "ray_start": 2.25,
                           "ray_end": 3.3, "box_warp": 1, "c_scale": 1.0, "avg_camera_radius": 2.7,

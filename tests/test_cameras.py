@@ -272,3 +272,23 @@ def test_pack_label_bad_shapes(c2w_shape, k_shape, bad):
 def test_unpack_label_bad_shapes(shape):
     with pytest.raises(ValueError, match=r"expected shape \[B, 25\], found"):
         unpack_label(torch.zeros(shape))
+
+
+def test_rotate_label_about_y_is_a_yaw_step():
+    from op3d.cameras import LookAtPoseSampler, fov_to_intrinsics, pack_label, rotate_label_about_y
+
+    def label(yaw):
+        return pack_label(LookAtPoseSampler.sample(yaw, 1.4, torch.zeros(3), radius=2.7), fov_to_intrinsics(18))
+
+    # About the origin, turning by +angle about +y is the orbit step yaw -> yaw + angle.
+    turned = rotate_label_about_y(label(1.7), 0.3)
+    assert torch.allclose(turned, label(2.0), atol=1e-5)
+    # About another pivot: the pivot keeps its camera-space position and the intrinsics are kept.
+    pivot = torch.tensor([0.0, 0.0, 0.2])
+    c = label(1.9)
+    turned = rotate_label_about_y(c, torch.tensor([-0.5]), pivot)
+    def in_camera(lbl):
+        cam2world = lbl[0, :16].view(4, 4)
+        return cam2world[:3, :3].T @ (pivot - cam2world[:3, 3])
+    assert torch.allclose(in_camera(turned), in_camera(c), atol=1e-5)
+    assert torch.equal(turned[:, 16:], c[:, 16:])

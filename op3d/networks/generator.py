@@ -152,13 +152,17 @@ class PlaneGenerator(nn.Module):
 @records_init_kwargs
 class OrthoPlanesGenerator(PlaneGenerator):
     """OrthoPlanes generator (official `TriMultiPlaneGenerator`): K planes per axis from a 256x256, 96-channel
-    multiplane backbone; planes [B, K, 96, 256, 256]."""
+    multiplane backbone; planes [B, K, 96, 256, 256].
+
+    plane_resolution (op3d addition, for small models such as CPU configs; official models use 256) sets the
+    backbone's output size, hence the plane size and the number of ws."""
 
     def __init__(self, z_dim: int, c_dim: int, w_dim: int, img_resolution: int, img_channels: int,
                  sr_num_fp16_res: int = 0, mapping_kwargs: dict | None = None, rendering_kwargs: dict | None = None,
                  sr_kwargs: dict | None = None, per_dir_plane_number: int = 8, fourier_L: int = 10,
                  channel_base: int = 32768, channel_max: int = 512, num_fp16_res: int = 4,
-                 conv_clamp: float | None = 256, fused_modconv_default="inference_only"):
+                 conv_clamp: float | None = 256, fused_modconv_default="inference_only",
+                 plane_resolution: int = BACKBONE_RESOLUTION):
         super().__init__(z_dim, c_dim, w_dim, img_resolution, img_channels, sr_num_fp16_res=sr_num_fp16_res,
                          rendering_kwargs=rendering_kwargs, sr_kwargs=sr_kwargs)
         if per_dir_plane_number < 1 or fourier_L < 0:
@@ -166,7 +170,7 @@ class OrthoPlanesGenerator(PlaneGenerator):
                              f"{fourier_L}")
         self.n_planes_per_axis = per_dir_plane_number
         self.L = fourier_L
-        self.backbone = MultiplaneBackbone(z_dim, c_dim, w_dim, img_resolution=BACKBONE_RESOLUTION,
+        self.backbone = MultiplaneBackbone(z_dim, c_dim, w_dim, img_resolution=plane_resolution,
                                            img_channels=3 * PLANE_CHANNELS, mapping_kwargs=mapping_kwargs,
                                            fourier_L=fourier_L, channel_base=channel_base, channel_max=channel_max,
                                            num_fp16_res=num_fp16_res, conv_clamp=conv_clamp,
@@ -198,18 +202,20 @@ class TriPlaneGenerator(PlaneGenerator):
     (14 ws: the last block's ToRGB has its own w); planes [B, 3, 32, 256, 256].
 
     OP3D's "large tri-plane" baseline is the same with plane_channels=128 (a 384-channel backbone output) and a
-    128-wide decoder with 4 FC layers (decoder_hidden_dim=128, decoder_hidden_layers=3)."""
+    128-wide decoder with 4 FC layers (decoder_hidden_dim=128, decoder_hidden_layers=3). plane_resolution: as for
+    OrthoPlanesGenerator (op3d addition; released models use 256)."""
 
     def __init__(self, z_dim: int, c_dim: int, w_dim: int, img_resolution: int, img_channels: int,
                  sr_num_fp16_res: int = 0, mapping_kwargs: dict | None = None, rendering_kwargs: dict | None = None,
                  sr_kwargs: dict | None = None, channel_base: int = 32768, channel_max: int = 512,
                  num_fp16_res: int = 4, conv_clamp: float | None = 256, fused_modconv_default="inference_only",
-                 plane_channels: int = PLANE_CHANNELS, decoder_hidden_dim: int = 64, decoder_hidden_layers: int = 1):
+                 plane_channels: int = PLANE_CHANNELS, decoder_hidden_dim: int = 64, decoder_hidden_layers: int = 1,
+                 plane_resolution: int = BACKBONE_RESOLUTION):
         super().__init__(z_dim, c_dim, w_dim, img_resolution, img_channels, sr_num_fp16_res=sr_num_fp16_res,
                          rendering_kwargs=rendering_kwargs, sr_kwargs=sr_kwargs, plane_channels=plane_channels,
                          decoder_hidden_dim=decoder_hidden_dim, decoder_hidden_layers=decoder_hidden_layers)
         self.plane_channels = plane_channels
-        self.backbone = StyleGAN2Backbone(z_dim, c_dim, w_dim, img_resolution=BACKBONE_RESOLUTION,
+        self.backbone = StyleGAN2Backbone(z_dim, c_dim, w_dim, img_resolution=plane_resolution,
                                           img_channels=3 * plane_channels, mapping_kwargs=mapping_kwargs,
                                           channel_base=channel_base, channel_max=channel_max,
                                           num_fp16_res=num_fp16_res, conv_clamp=conv_clamp,

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -23,7 +24,7 @@ class SuperresolutionVariant:
     `resize`: 'not_equal' resizes the input to `input_resolution` whenever it differs, 'smaller' only when smaller.
     """
 
-    img_resolution: int
+    img_resolution: int  # 0: any output resolution (op3d variants), input = output // 2
     input_resolution: int
     mid_channels: int
     last_channels: int
@@ -40,7 +41,10 @@ VARIANTS = {
     "SuperresolutionHybrid2X": SuperresolutionVariant(128, 64, 128, 64, False, "not_equal"),
     "SuperresolutionHybridDeepfp32": SuperresolutionVariant(256, 128, 128, 64, False, "smaller",
                                                             antialias_option=False),
+    # op3d addition for small models (CPU configs, tests): any output size R from R/2 neural rendering.
+    "SuperresolutionSmall2X": SuperresolutionVariant(0, 0, 64, 32, False, "not_equal"),
 }
+SMALL_VARIANT_PATH = "op3d.networks.superresolution.SuperresolutionSmall2X"
 
 
 def variant_for_resolution(img_resolution: int) -> str:
@@ -63,6 +67,8 @@ class Superresolution(nn.Module):
         if variant not in VARIANTS:
             raise ValueError(f"unknown superresolution module {variant!r}; known: {sorted(VARIANTS)}")
         spec = VARIANTS[variant]
+        if spec.img_resolution == 0:
+            spec = dataclasses.replace(spec, img_resolution=img_resolution, input_resolution=img_resolution // 2)
         if img_resolution != spec.img_resolution:
             raise ValueError(f"{variant} produces {spec.img_resolution}x{spec.img_resolution} images, "
                              f"img_resolution is {img_resolution}")

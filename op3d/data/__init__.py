@@ -1,0 +1,1 @@
+"""Datasets with ground truth."""
