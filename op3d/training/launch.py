@@ -1,0 +1,104 @@
+"""Starting a training run: check the options and the dataset, make the run directory (official naming), find what
+to resume from, and run the loop on one process, on N local processes, or under torchrun."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import torch
+
+from op3d.distributed import launched_by_torchrun, local_device, rank_and_world, run
+from op3d.training.options import OptionsError, TrainingOptions, run_name, training_spec
+
+
+def resume_source(path: str) -> tuple[str, str | None]:
+    """--resume path -> (snapshot pkl, its training-state file or None). A run directory resumes from its newest
+    snapshot that has a training state."""
+    from op3d.training.loop import latest_snapshot, state_path_for
+
+    if os.path.isdir(path):
+        snapshot = latest_snapshot(path)
+        if snapshot is None:
+            raise OptionsError(f"--resume: {path} holds no network-snapshot-*.pkl")
+    elif os.path.isfile(path):
+        snapshot = path
+    else:
+        raise OptionsError(f"--resume: {path} does not exist (expected a run directory or a snapshot .pkl)")
+    state = state_path_for(snapshot)
+    return snapshot, state if os.path.isfile(state) else None
+
+
+def prepare(opts: TrainingOptions) -> dict:
+    """Everything checkable before any process starts: options, dataset, resume source. Returns the training
+    spec (the training_options.json dict)."""
+    from op3d.training.dataset import ImageFolderDataset
+
+    if opts.resume is not None and opts.resume.startswith(("http://", "https://")):
+        raise OptionsError(f"--resume: {opts.resume} is a URL; op3d does not download files, download it first")
+    if launched_by_torchrun() and int(os.environ["WORLD_SIZE"]) != opts.gpus:
+        raise OptionsError(f"--gpus: {opts.gpus}, but torchrun started {os.environ['WORLD_SIZE']} processes")
+    dataset = ImageFolderDataset(opts.data, use_labels=True, xflip=opts.mirror, label_dim=25)
+    resume_state = None
+    if opts.resume is not None:
+        snapshot, resume_state = resume_source(opts.resume)
+        opts = dataclasses.replace(opts, resume=snapshot)
+    spec = training_spec(opts, dataset.resolution, len(dataset) // (2 if opts.mirror else 1),
+                         resume_continues=resume_state is not None)
+    spec["training_set_kwargs"]["max_size"] = None  # every item; the official 110000 cap is not applied
+    spec["resume_state"] = resume_state
+    spec["detector_dir"] = opts.detector_dir
+    dataset.close()
+    return spec
+
+
+def _make_run_dir(opts: TrainingOptions, dataset_name: str) -> str:
+    os.makedirs(opts.outdir, exist_ok=True)
+    run_dir = os.path.join(opts.outdir, run_name(opts, os.listdir(opts.outdir), dataset_name))
+    os.makedirs(run_dir)
+    return run_dir
+
+
+def _worker(opts: TrainingOptions, spec: dict) -> None:
+    from op3d.checkpoints import load_network_pkl
+    from op3d.generation import pick_device
+    from op3d.training.loop import training_loop
+
+    rank, world = rank_and_world()
+    device = local_device(pick_device(opts.device))
+    run_dir = None
+    if rank == 0:
+        name = os.path.splitext(os.path.basename(os.path.normpath(opts.data)))[0]
+        run_dir = _make_run_dir(opts, name)
+        with open(os.path.join(run_dir, "training_options.json"), "w") as f:
+            json.dump(spec, f, indent=2)
+    if world > 1:
+        shared = [run_dir]
+        torch.distributed.broadcast_object_list(shared, src=0)
+    resume = None
+    if spec.get("resume_pkl"):
+        resume = {"snapshot": load_network_pkl(spec["resume_pkl"], device=device), "state": None}
+        if spec.get("resume_state"):
+            resume["state"] = torch.load(spec["resume_state"], map_location=device, weights_only=True)
+            if resume["state"]["batch_size"] != spec["batch_size"]:
+                raise OptionsError(f"--batch: the run being resumed used batch {resume['state']['batch_size']}, "
+                                   f"got {spec['batch_size']}; an exact resume needs the same batch")
+    torch.backends.cudnn.benchmark = not opts.nobench
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    training_loop(run_dir, spec, device, resume)
+
+
+def launch(opts: TrainingOptions) -> dict:
+    """Check everything, then train on opts.gpus processes (torchrun's group if launched by torchrun).
+    Returns the spec."""
+    spec = prepare(opts)
+    run(_worker, (opts, spec), num_processes=1 if launched_by_torchrun() else opts.gpus,
+        device=local_device(_device_name(opts)))
+    return spec
+
+
+def _device_name(opts: TrainingOptions) -> str:
+    from op3d.generation import pick_device
+    return str(pick_device(opts.device))
