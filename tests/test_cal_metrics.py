@@ -150,3 +150,14 @@ def test_detector_found_in_dnnlib_cache(tiny_run, tmp_path, isolated, monkeypatc
     assert find_detector(INCEPTION) == cached
     monkeypatch.setenv("OP3D_DETECTOR_DIR", str(isolated))
     assert find_detector(INCEPTION) == isolated / INCEPTION.file_name
+
+
+def test_eg3d_checkpoint_consistency_metric(fixture_file, tmp_path, isolated):
+    pkl = fixture_file("eg3d/eg3d_ffhq/G.pkl")
+    data = write_tiny_dataset(tmp_path / "cams.zip", 64, count=4)  # mvc1k reads only the dataset's cameras
+    result = run(f"--network={pkl}", "--metrics=mvc1k", "--num-gen=2", "--batch=2", f"--data={data}",
+                 "--device=cpu", "--verbose=false")
+    assert result.exit_code == 0, result.output
+    (line,) = jsonl_lines(result.output)
+    assert 0 < line["results"]["mvc1k_visible_fraction"] <= 1
+    assert math.isfinite(line["results"]["mvc1k_depth_error"])

@@ -215,3 +215,12 @@ def test_help_does_not_import_torch():
             "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert "--interpolate" in result.stdout and result.stdout.strip().endswith("NO-TORCH"), result.stdout
+
+
+def test_eg3d_checkpoint_video(fixture_file, tmp_path):
+    pkl = fixture_file("eg3d/eg3d_ffhq/G.pkl")
+    result = run(f"--network={pkl}", "--seeds=0", "--w-frames=2", "--nrr=32", "--sample_mult=0.25",
+                 f"--outdir={tmp_path}")
+    assert result.exit_code == 0, result.output
+    frames = read_frames(tmp_path / "interpolation.mp4")
+    assert frames.shape[0] == 2 and frames.shape[1:] == (512, 512, 3)

@@ -185,3 +185,41 @@ def test_dry_run_prints_options_and_writes_nothing(tiny_data, tmp_path):
     assert options["G_kwargs"]["rendering_kwargs"]["superresolution_module"].endswith("SuperresolutionSmall2X")
     assert options["loss_kwargs"]["neural_rendering_resolution_initial"] == 16
     assert not (tmp_path / "out").exists()
+
+
+def test_triplane_generator_takes_eg3d_defaults():
+    base = ["--outdir=runs", "--cfg=ffhq", "--data=ffhq.zip", "--gpus=1", "--batch=4", "--gamma=1"]
+    eg3d = training_spec(cli_options([*base, "--generator=triplane"]), 512, 10)
+    assert eg3d["G_kwargs"]["class_name"] == "training.triplane.TriPlaneGenerator"
+    assert (eg3d["G_kwargs"]["channel_base"], eg3d["G_kwargs"]["channel_max"]) == (32768, 512)
+    assert eg3d["G_kwargs"]["mapping_kwargs"] == {"num_layers": 2}
+    assert "per_dir_plane_number" not in eg3d["G_kwargs"] and eg3d["D_kwargs"]["channel_base"] == 32768
+    op3d_spec = training_spec(cli_options(base), 512, 10)
+    assert (op3d_spec["G_kwargs"]["channel_base"], op3d_spec["G_kwargs"]["channel_max"]) == (24576, 384)
+    assert op3d_spec["G_kwargs"]["mapping_kwargs"] == {"num_layers": 8}
+
+
+def test_tiny_eg3d_run(tiny_data, tmp_path):
+    result = train(*TINY, "--generator=triplane", f"--outdir={tmp_path}", f"--data={tiny_data}", "--kimg=0.004")
+    assert result.exit_code == 0, result.output
+    (run_dir,) = run_dirs(tmp_path)
+    snapshot = load_network_pkl(run_dir / "network-snapshot-000000.pkl")
+    assert type(snapshot["G_ema"]).__name__ == "TriPlaneGenerator"
+
+
+def test_weights_only_resume_and_mismatch(tiny_data, tmp_path):
+    assert train(*TINY, f"--outdir={tmp_path / 'a'}", f"--data={tiny_data}", "--kimg=0.004").exit_code == 0
+    (first,) = run_dirs(tmp_path / "a")
+    (first / "training-state-000000.pt").unlink()  # like an official pickle: weights only
+    result = train(*TINY, f"--outdir={tmp_path / 'b'}", f"--data={tiny_data}", "--kimg=0.004",
+                   f"--resume={first / 'network-snapshot-000000.pkl'}")
+    assert result.exit_code == 0, result.output
+    (second,) = run_dirs(tmp_path / "b")
+    assert "from kimg 0.000" in (second / "log.txt").read_text()
+    options = json.loads((second / "training_options.json").read_text())
+    assert options["loss_kwargs"]["blur_init_sigma"] == 0 and options["ema_rampup"] is None
+    result = CliRunner().invoke(train_script.main, [*TINY, f"--outdir={tmp_path / 'c'}", f"--data={tiny_data}",
+                                                    "--kimg=0.004", "--cmax=32", f"--resume={first}"])
+    assert result.exit_code != 0 and len(result.output.strip().splitlines()) == 1, result.output
+    assert "does not fit this configuration" in result.output
+    assert not (tmp_path / "c").exists()

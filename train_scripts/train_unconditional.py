@@ -8,6 +8,9 @@
     # resume exactly from a run directory (or a snapshot .pkl; official pickles resume their weights only)
     python train_scripts/train_unconditional.py ... --resume=runs/00000-ffhq-ffhq512-gpus8-batch32-gamma1
 
+EG3D: --generator=triplane trains EG3D's tri-plane model with EG3D's defaults (--map-depth 2, --cbase 32768,
+--cmax 512) and the same --cfg values (ffhq, afhq, shapenet).
+
 Every official option is accepted with its official default. Parsed but unused, as in the official script:
 --c-noise, --sr_first_cutoff, --sr_first_stopband. --reg_type l1-alt / total-variation are refused (officially
 they silently train without density regularisation). op3d additions: --device, --generator, --detector-dir, and
@@ -49,11 +52,14 @@ def _metrics(text: str) -> list:
               help="Augmentation probability for --aug=fixed.")
 @click.option("--target", type=click.FloatRange(min=0, max=1), default=0.6, show_default=True, help="ADA target.")
 @click.option("--batch-gpu", type=click.IntRange(min=1), default=None, help="Images per process and chunk.")
-@click.option("--cbase", type=click.IntRange(min=1), default=24576, show_default=True, help="Channel base.")
-@click.option("--cmax", type=click.IntRange(min=1), default=384, show_default=True, help="Channel maximum.")
+@click.option("--cbase", type=click.IntRange(min=1), default=None,
+              help="Channel base [default: 24576; EG3D's 32768 with --generator=triplane].")
+@click.option("--cmax", type=click.IntRange(min=1), default=None,
+              help="Channel maximum [default: 384; EG3D's 512 with --generator=triplane].")
 @click.option("--glr", type=click.FloatRange(min=0), default=None, help="G learning rate [default: 0.0025].")
 @click.option("--dlr", type=click.FloatRange(min=0), default=0.002, show_default=True, help="D learning rate.")
-@click.option("--map-depth", type=click.IntRange(min=1), default=8, show_default=True, help="Mapping layers.")
+@click.option("--map-depth", type=click.IntRange(min=1), default=None,
+              help="Mapping layers [default: 8; EG3D's 2 with --generator=triplane].")
 @click.option("--mbstd-group", type=click.IntRange(min=1), default=4, show_default=True, help="Minibatch-std group.")
 @click.option("--desc", default=None, help="Suffix of the run directory name.")
 @click.option("--metrics", default="fid50k_full", show_default=True, help="Comma list of metrics, or none.")
@@ -114,7 +120,8 @@ def _metrics(text: str) -> list:
               help="L, Fourier frequencies of the plane positions.")
 @click.option("--device", default="auto", show_default=True, help="auto (cuda, then mps, then cpu) or a device.")
 @click.option("--generator", type=click.Choice(["orthoplanes", "triplane"]), default="orthoplanes",
-              show_default=True, help="Representation (triplane: EG3D).")
+              show_default=True, help="Representation: OrthoPlanes, or EG3D tri-planes (with EG3D's size defaults; "
+              "--plane_number / --fourier_L are then unused).")
 @click.option("--detector-dir", default=None, help="Folder with the metric detector files.")
 def main(dry_run, metrics, **kwargs):
     from op3d.training.dataset import DatasetError
@@ -127,7 +134,7 @@ def main(dry_run, metrics, **kwargs):
             click.echo(json.dumps(prepare(opts), indent=2))
             return
         launch(opts)
-    except (OptionsError, DatasetError, FileNotFoundError) as error:
+    except (OptionsError, DatasetError, FileNotFoundError, ValueError) as error:
         raise click.ClickException(str(error)) from None
 
 

@@ -49,8 +49,23 @@ def prepare(opts: TrainingOptions) -> dict:
     spec["training_set_kwargs"]["max_size"] = None  # every item; the official 110000 cap is not applied
     spec["resume_state"] = resume_state
     spec["detector_dir"] = opts.detector_dir
+    if opts.resume is not None:
+        check_resume_fits(spec, dataset)
     dataset.close()
     return spec
+
+
+def check_resume_fits(spec: dict, dataset) -> None:
+    """Build the configured networks on the CPU and copy the snapshot's weights into them, so that a snapshot of
+    another configuration is refused before any process starts or any file is written."""
+    from op3d.checkpoints import load_network_pkl
+    from op3d.training.loop import build_networks, copy_weights
+
+    snapshot = load_network_pkl(spec["resume_pkl"])
+    G, D = build_networks(spec, dataset, torch.device("cpu"))
+    for name, module in (("G", G), ("D", D), ("G_ema", G)):
+        if snapshot.get(name) is not None:
+            copy_weights(snapshot[name], module, f"{spec['resume_pkl']} [{name}]")
 
 
 def _make_run_dir(opts: TrainingOptions, dataset_name: str) -> str:

@@ -33,13 +33,22 @@ REG_TYPES = ("l1", "l1-alt", "monotonic-detach", "monotonic-fixed", "total-varia
 AUG_MODES = ("noaug", "ada", "fixed")
 GENERATORS = {"orthoplanes": "training.orthoplanes.TriMultiPlaneGenerator",
               "triplane": "training.triplane.TriPlaneGenerator"}
+# Defaults of --cbase / --cmax / --map-depth per representation: OP3D's train script, and EG3D's for tri-planes.
+SIZE_DEFAULTS = {"orthoplanes": dict(cbase=24576, cmax=384, map_depth=8),
+                 "triplane": dict(cbase=32768, cmax=512, map_depth=2)}
 
 
 @dataclasses.dataclass
 class TrainingOptions:
     """Every option of train_unconditional.py, with the official defaults. Options the official script parses but
     never uses are kept (and documented in the CLI) so existing command lines work: c_noise, sr_first_cutoff,
-    sr_first_stopband. op3d additions: device, generator, workers-free CPU runs, fractional kimg/tick."""
+    sr_first_stopband. op3d additions: device, generator, detector_dir, fractional kimg/tick. cbase, cmax and
+    map_depth left at None take the representation's official default (SIZE_DEFAULTS)."""
+
+    def __post_init__(self):
+        for name, value in SIZE_DEFAULTS.get(self.generator, {}).items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
     outdir: str
     cfg: str
     data: str
@@ -54,11 +63,11 @@ class TrainingOptions:
     p: float = 0.2
     target: float = 0.6
     batch_gpu: int | None = None
-    cbase: int = 24576
-    cmax: int = 384
+    cbase: int | None = None
+    cmax: int | None = None
     glr: float | None = None
     dlr: float = 0.002
-    map_depth: int = 8
+    map_depth: int | None = None
     mbstd_group: int = 4
     desc: str | None = None
     metrics: list = dataclasses.field(default_factory=lambda: ["fid50k_full"])
