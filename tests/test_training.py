@@ -223,3 +223,15 @@ def test_weights_only_resume_and_mismatch(tiny_data, tmp_path):
     assert result.exit_code != 0 and len(result.output.strip().splitlines()) == 1, result.output
     assert "does not fit this configuration" in result.output
     assert not (tmp_path / "c").exists()
+
+
+def test_missing_detector_is_a_one_line_note(tiny_data, tmp_path, monkeypatch):
+    monkeypatch.setenv("DNNLIB_CACHE_DIR", str(tmp_path / "dnnlib"))
+    monkeypatch.delenv("OP3D_DETECTOR_DIR", raising=False)
+    args = [a for a in TINY if not a.startswith("--metrics")]
+    result = train(*args, "--metrics=fid50k_full", f"--detector-dir={tmp_path / 'none'}", f"--outdir={tmp_path}",
+                   f"--data={tiny_data}", "--kimg=0.004")
+    assert result.exit_code == 0, result.output
+    (run_dir,) = run_dirs(tmp_path)
+    notes = [line for line in (run_dir / "log.txt").read_text().splitlines() if line.startswith("metrics skipped")]
+    assert len(notes) == 1 and "inception-2015-12-05.pkl not found" in notes[0]

@@ -22,6 +22,7 @@ import re
 import time
 
 import numpy as np
+import psutil
 import torch
 
 from op3d.atomic import atomic_output
@@ -172,10 +173,6 @@ class Stats:
         v = torch.as_tensor(values, dtype=torch.float64).detach().flatten().cpu()
         acc = self._acc.setdefault(name, torch.zeros(3, dtype=torch.float64))
         acc += torch.stack([torch.tensor(float(v.numel()), dtype=torch.float64), v.sum(), v.square().sum()])
-
-    def mean(self, name: str) -> float:
-        acc = self._acc.get(name)
-        return float(acc[1] / acc[0]) if acc is not None and acc[0] > 0 else float("nan")
 
     def summary(self, device) -> dict:
         names = sorted(self._acc)
@@ -352,8 +349,8 @@ def training_loop(run_dir: str | None, spec: dict, device: torch.device, resume:
                 phase.optimizer.load_state_dict(saved["optimizers"][phase.name[0]])
             if ada is not None and saved.get("ada") is not None:
                 ada.load_state_dict(saved["ada"])
-        G.neural_rendering_resolution = getattr(snapshot.get("G") or snapshot["G_ema"], "neural_rendering_resolution",
-                                                G.neural_rendering_resolution)
+        source = snapshot["G"] if snapshot.get("G") is not None else snapshot["G_ema"]
+        G.neural_rendering_resolution = source.neural_rendering_resolution
     for module in (G, D, G_ema):
         broadcast_module(module)
     if augment_pipe is not None:
@@ -433,7 +430,6 @@ def training_loop(run_dir: str | None, spec: dict, device: torch.device, resume:
         stats.add("Timing/sec_per_kimg", [(tick_end_time - tick_start_time) / tick_kimg])
         if augment_pipe is not None:
             stats.add("Progress/augment", [float(augment_pipe.p)])
-        import psutil
         cpu_gb = psutil.Process(os.getpid()).memory_info().rss / 2 ** 30
         gpu_gb = torch.cuda.max_memory_allocated(device) / 2 ** 30 if device.type == "cuda" else 0.0
         log.line(" ".join([f"tick {state.cur_tick:<5d}", f"kimg {state.cur_nimg / 1e3:<8.3f}",
