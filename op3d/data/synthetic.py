@@ -134,7 +134,8 @@ def _box_hit(origins: torch.Tensor, directions: torch.Tensor, center: torch.Tens
 
 
 def _rays(c: torch.Tensor, resolution: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """(origins, unit directions), [B, R*R, 3] of ``dtype``: one ray through each pixel centre of the cameras c [B, 25]."""
+    """(origins, unit directions), [B, R*R, 3] of ``dtype``: one ray through each pixel centre of each camera of c
+    [B, 25]."""
     if resolution < 1:
         raise ValueError(f"resolution: expected a positive integer, found {resolution}")
     cam2world, intrinsics = unpack_label(c.to(dtype))
@@ -143,8 +144,8 @@ def _rays(c: torch.Tensor, resolution: int, dtype: torch.dtype) -> tuple[torch.T
 
 def _composite(origins: torch.Tensor, directions: torch.Tensor, hits, resolution: int,
                far: float) -> dict[str, torch.Tensor]:
-    """`render_scene`'s outputs from the rays ([B, R*R, 3]) and the hits of each primitive, nearest first wins ties to
-    earlier: hits is a list of (t [B, R*R], normals [B, R*R, 3], albedo [B or 1, 1, 3])."""
+    """`render_scene`'s outputs from the rays (origins, unit directions: [B, R*R, 3]) and the hits of each primitive,
+    a list of (t [B, R*R], normals [B, R*R, 3], albedo [B or 1, 1, 3]): the nearest hit wins, the earlier on a tie."""
     batch = origins.shape[0]
     depth = torch.full(origins.shape[:2], torch.inf, dtype=origins.dtype, device=origins.device)
     normals = torch.zeros_like(origins)
@@ -183,7 +184,7 @@ def render_scene(scene: Scene, c: torch.Tensor, resolution: int, far: float = 4.
     def param(values):
         return origins.new_tensor(values).reshape(1, 1, -1)
 
-    hits = [(*_sphere_hit(origins, directions, param(s.center), param(s.radius)), param(s.rgb))
+    hits = [(*_sphere_hit(origins, directions, param(s.center), param(s.radius)[..., 0]), param(s.rgb))
             for s in scene.spheres]
     hits += [(*_box_hit(origins, directions, param(b.center), param(b.half_size)), param(b.rgb))
              for b in scene.boxes]
@@ -211,8 +212,9 @@ def render_objects(kind, center, size, rgb, c: torch.Tensor, resolution: int, fa
                                ("rgb", rgb, (batch, 3))):
         if tuple(value.shape) != shape:
             raise ValueError(f"{name}: expected shape {list(shape)} (one per camera), found {list(value.shape)}")
-    if not ((kind == SPHERE) | (kind == BOX)).all():
-        raise ValueError(f"kind: expected {SPHERE} (sphere) or {BOX} (box), found {sorted(set(kind.tolist()))}")
+    unknown = kind[(kind != SPHERE) & (kind != BOX)]
+    if len(unknown):
+        raise ValueError(f"kind: expected {SPHERE} (sphere) or {BOX} (box), found {sorted(set(unknown.tolist()))}")
     is_sphere = (kind == SPHERE).unsqueeze(-1)
     center, size, rgb = center.unsqueeze(1), size.unsqueeze(1), rgb.unsqueeze(1)
     t_sphere, n_sphere = _sphere_hit(origins, directions, center, size[..., 0])
@@ -227,6 +229,7 @@ SCENE_RADIUS = 0.25
 the unit box [-0.5, 0.5]^3 that the generator's planes span, and every default `random_camera` (distance 2.7, focal
 4.2647) sees it whole: the ball subtends asin(0.25 / 2.7) = 0.093 rad of the 0.117 rad half field of view, which
 leaves at least 0.1 of the image width (3.3 pixels at 32 px) of background on every side."""
+
 
 def random_scene(rng: np.random.RandomState) -> Scene:
     """One object, drawn from ``rng`` (in this order, all uniform):
@@ -268,9 +271,9 @@ def random_camera(rng: np.random.RandomState, yaw_range: float = 0.6, pitch_rang
         return orbit_camera(yaw, pitch, radius=radius, focal=focal)
 
 
-def _object_parameters(scene: Scene) -> tuple[int, tuple, tuple, tuple]:
-    """(kind, centre [3], size [3], albedo [3]) of a one-object scene; size is the radius three times for a sphere,
-    the half sizes for a box."""
+def object_parameters(scene: Scene) -> tuple[int, tuple, tuple, tuple]:
+    """(kind, centre [3], size [3], albedo [3]) of a one-object scene such as `random_scene` draws, as `render_objects`
+    takes them (size: a sphere's radius three times, a box's half sizes)."""
     if scene.spheres:
         (sphere,) = scene.spheres
         return SPHERE, sphere.center, (sphere.radius,) * 3, sphere.rgb
@@ -283,6 +286,10 @@ def groundtruth_path(path: str | os.PathLike) -> str:
     folder 'data/synth' -> 'data/synth-groundtruth.npz'."""
     path = os.path.normpath(os.fspath(path))
     return (path[:-len(".zip")] if path.lower().endswith(".zip") else path) + "-groundtruth.npz"
+
+
+RAYS_PER_BATCH = 1 << 17
+"""`make_synthetic_dataset` renders this many rays at a time (128 images at 32 px, 2 at 256 px): tens of MB."""
 
 
 def make_synthetic_dataset(path: str | os.PathLike, count: int, resolution: int = 32, seed: int = 0,
@@ -299,12 +306,12 @@ def make_synthetic_dataset(path: str | os.PathLike, count: int, resolution: int 
         the background (`render_scene`'s ``far``); ``mask`` [N, R, R] bool: True on the object;
       * ``labels`` [N, 25] float32: the camera labels of dataset.json;
       * ``kind`` [N] uint8 (`SPHERE` 0, `BOX` 1), ``center`` [N, 3], ``size`` [N, 3] (a sphere's radius three times,
-        a box's half sizes) and ``rgb`` [N, 3] albedo in [0, 1], float64: ``render_scene`` of the object they describe
-        from ``labels[i:i+1]`` gives ``depth[i]`` and ``mask[i]`` exactly.
+        a box's half sizes) and ``rgb`` [N, 3] albedo in [0, 1], float64: `render_objects` of these arrays with
+        ``labels`` (or `render_scene` of the object they describe) gives ``depth`` and ``mask``.
 
-    Images are rendered one at a time and streamed into the dataset; memory holds the ground truth (5 N R^2 bytes).
-    Both files are written atomically, and the dataset is removed again if the ground truth cannot be written.
-    Returns {"path", "groundtruth", "count", "resolution"}."""
+    Images are rendered `RAYS_PER_BATCH` rays at a time with `render_objects` and streamed into the dataset; memory
+    holds the ground truth (about 5 N R^2 bytes). Both files are written atomically, and the dataset is removed again if
+    the ground truth cannot be written. Returns {"path", "groundtruth", "count", "resolution"}."""
     path = os.fspath(path)
     if count < 1:
         raise ValueError(f"count: expected an int >= 1, found {count}")
@@ -313,28 +320,32 @@ def make_synthetic_dataset(path: str | os.PathLike, count: int, resolution: int 
         raise DatasetError(f"{truth_path}: expected a new destination for the ground truth, found an existing file; "
                            f"refusing to overwrite")
     rng = np.random.RandomState(seed)
-    scenes, cameras = [], []
+    objects, cameras = [], []
     for _ in range(count):
-        scenes.append(random_scene(rng))
+        objects.append(object_parameters(random_scene(rng)))
         cameras.append(random_camera(rng))
-    labels = torch.cat(cameras).numpy()
+    kind, center, size, rgb = zip(*objects)
+    kind = np.array(kind, np.uint8)
+    center, size, rgb = (np.array(v, np.float64) for v in (center, size, rgb))
+    labels = torch.cat(cameras)
     depth = np.empty((count, resolution, resolution), np.float32)
     mask = np.empty((count, resolution, resolution), bool)
+    batch = max(1, RAYS_PER_BATCH // resolution ** 2)
 
     def images():
-        for i in tqdm(range(count), desc=f"rendering {path}", disable=not progress):
-            out = render_scene(scenes[i], cameras[i], resolution)
-            depth[i], mask[i] = out["depth"][0, 0].numpy(), out["mask"][0, 0].numpy()
-            image = ((out["image"][0].permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255)
-            yield image.to(torch.uint8).numpy()
+        with tqdm(total=count, desc=f"rendering {path}", disable=not progress) as bar:
+            for start in range(0, count, batch):
+                part = slice(start, start + batch)
+                out = render_objects(kind[part], center[part], size[part], rgb[part], labels[part], resolution)
+                depth[part], mask[part] = out["depth"][:, 0].numpy(), out["mask"][:, 0].numpy()
+                pixels = ((out["image"].permute(0, 2, 3, 1) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+                yield from pixels.numpy()
+                bar.update(len(pixels))
 
-    write_image_dataset(path, images(), labels=labels)
-    kind, center, size, rgb = zip(*(_object_parameters(scene) for scene in scenes))
+    write_image_dataset(path, images(), labels=labels.numpy())
     try:
         with atomic_output(truth_path) as tmp:
-            np.savez(tmp, depth=depth, mask=mask, labels=labels, kind=np.array(kind, np.uint8),
-                     center=np.array(center, np.float64), size=np.array(size, np.float64),
-                     rgb=np.array(rgb, np.float64))
+            np.savez(tmp, depth=depth, mask=mask, labels=labels.numpy(), kind=kind, center=center, size=size, rgb=rgb)
     except BaseException:
         if os.path.isdir(path):
             shutil.rmtree(path)
