@@ -9,6 +9,7 @@ conditioning camera, multi-view renders, uint8 conversion.
 from __future__ import annotations
 
 import math
+import pathlib
 import re
 
 import numpy as np
@@ -111,6 +112,10 @@ def pick_device(name: str = "auto") -> torch.device:
 
 
 RANDOM_TINY = "random-tiny"
+# The bundled demo model: a 32-px OrthoPlanes generator trained by op3d's own training script on op3d's synthetic
+# spheres-and-boxes data (how: docs/demo.md). The default --network of gen_samples.py.
+DEMO_NETWORK = str(pathlib.Path(__file__).resolve().parent / "assets" / "demo-shapes32.pkl")
+DEMO_SHAPE_RES = 128  # its default shape resolution: 512^3 is far finer than 32-px training data supports
 
 
 def random_tiny_generator(seed: int = 0):

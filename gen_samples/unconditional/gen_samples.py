@@ -28,8 +28,9 @@ def _float_list(text: str, name: str) -> list[float]:
 
 
 @click.command(help=__doc__)
-@click.option("--network", "network", required=True,
-              help="Snapshot .pkl (official OP3D/EG3D or op3d), or 'random-tiny' for an untrained demo generator.")
+@click.option("--network", "network", default=None,
+              help="Snapshot .pkl (official OP3D/EG3D or op3d), or 'random-tiny' for an untrained generator "
+              "[default: op3d's bundled 32-px demo model, trained on synthetic spheres and boxes].")
 @click.option("--seeds", required=True, help="Seeds, e.g. '0-3,7'.")
 @click.option("--trunc", "truncation_psi", type=float, default=1.0, show_default=True, help="Truncation psi.")
 @click.option("--trunc-cutoff", "truncation_cutoff", type=int, default=14, show_default=True,
@@ -37,7 +38,8 @@ def _float_list(text: str, name: str) -> list[float]:
 @click.option("--class", "class_idx", type=int, default=None, help="Accepted for compatibility; unused.")
 @click.option("--outdir", required=True, help="Output folder (created).")
 @click.option("--shapes", type=bool, default=False, show_default=True, help="Also extract a 3D shape per seed.")
-@click.option("--shape-res", type=int, default=512, show_default=True, help="Shape grid resolution N (N^3 points).")
+@click.option("--shape-res", type=int, default=None,
+              help="Shape grid resolution N (N^3 points) [default: 512; 128 for the bundled demo model].")
 @click.option("--shape-format", default=".mrc", show_default=True, help="One of .mrc, .ply, .obj.")
 @click.option("--fov-deg", type=float, default=18.837, show_default=True,
               help="Field of view in degrees (the official script silently used 18).")
@@ -69,6 +71,10 @@ def main(network, seeds, truncation_psi, truncation_cutoff, class_idx, outdir, s
     from op3d import generation, shapes as shape_io
     from op3d.checkpoints import CheckpointError
 
+    if network is None:
+        network = generation.DEMO_NETWORK
+    if shape_res is None:
+        shape_res = generation.DEMO_SHAPE_RES if network == generation.DEMO_NETWORK else 512
     # Validate everything before touching the output folder.
     try:
         seed_list = generation.parse_range(seeds, "--seeds")
