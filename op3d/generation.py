@@ -137,13 +137,18 @@ def random_tiny_generator(seed: int = 0):
     return G.eval().requires_grad_(False)
 
 
+def refuse_url(path: str, flag: str) -> None:
+    """ValueError naming the flag if path is a URL: op3d never downloads."""
+    if re.match(r"^[a-z][a-z0-9+.-]*://", path):
+        raise ValueError(f"{flag}: {path} is a URL; op3d does not download files. Download it first and pass the "
+                         "local path")
+
+
 def load_generator(network: str, device="cpu"):
     """G_ema of a snapshot path, or the untrained `random-tiny` generator. URLs are refused (op3d never downloads)."""
     if network == RANDOM_TINY:
         return random_tiny_generator().to(device)
-    if re.match(r"^[a-z][a-z0-9+.-]*://", network):
-        raise ValueError(f"--network: {network} is a URL; op3d does not download files. Download it first and pass "
-                         "the local path")
+    refuse_url(network, "--network")
     from op3d.checkpoints import load_network_pkl
 
     return load_network_pkl(network, device=device)["G_ema"]

@@ -14,7 +14,6 @@ Several processes: --gpus N, or launch with torchrun.
 
 import importlib.util
 import pathlib
-import re
 import sys
 
 import click
@@ -44,15 +43,16 @@ def main(network_pkl, metrics, data, mirror, gpus, verbose, device, detector_dir
     import os
 
     from op3d.checkpoints import CheckpointError
-    from op3d.generation import pick_device
+    from op3d.generation import pick_device, refuse_url
     from op3d.metrics.detectors import DetectorError
     from op3d.metrics.evaluate import EvaluationOptions, evaluate
     from op3d.safe_pickle import UnsafePickleError
     from op3d.training.dataset import DatasetError
 
-    if re.match(r"^[a-z][a-z0-9+.-]*://", network_pkl):
-        raise click.ClickException(f"--network: {network_pkl} is a URL; op3d does not download files. Download it "
-                                   "first and pass the local path")
+    try:
+        refuse_url(network_pkl, "--network")
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
     if not os.path.isfile(network_pkl):
         raise click.ClickException(f"--network: {network_pkl} does not exist")
     if data is not None and not os.path.exists(data):

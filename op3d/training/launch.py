@@ -33,10 +33,14 @@ def resume_source(path: str) -> tuple[str, str | None]:
 def prepare(opts: TrainingOptions) -> dict:
     """Everything checkable before any process starts: options, dataset, resume source. Returns the training
     spec (the training_options.json dict)."""
+    from op3d.generation import refuse_url
     from op3d.training.dataset import ImageFolderDataset
 
-    if opts.resume is not None and opts.resume.startswith(("http://", "https://")):
-        raise OptionsError(f"--resume: {opts.resume} is a URL; op3d does not download files, download it first")
+    if opts.resume is not None:
+        try:
+            refuse_url(opts.resume, "--resume")
+        except ValueError as error:
+            raise OptionsError(str(error)) from None
     if launched_by_torchrun() and int(os.environ["WORLD_SIZE"]) != opts.gpus:
         raise OptionsError(f"--gpus: {opts.gpus}, but torchrun started {os.environ['WORLD_SIZE']} processes")
     dataset = ImageFolderDataset(opts.data, use_labels=True, xflip=opts.mirror, label_dim=25)
