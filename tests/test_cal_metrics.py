@@ -9,7 +9,6 @@ import pathlib
 
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 
 from op3d.cameras import orbit_camera

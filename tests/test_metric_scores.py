@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-import scipy.linalg
 
 from op3d.metrics import scores
 from op3d.metrics.features import FeatureStats
