@@ -83,7 +83,7 @@ def _parse_json(data: bytes, where: str):
         raise DatasetError(f"{where}: expected valid JSON, found a parse error: {err}") from None
 
 
-class _ImageFiles:
+class ImageFiles:
     """The files of a folder (walked recursively) or a .zip: sorted image names, decoding, and the root dataset.json.
 
     Names are relative with forward slashes. A .zip is opened lazily in each process (never pickled, reopened after a
@@ -123,6 +123,16 @@ class _ImageFiles:
             self._zipfile = zipfile.ZipFile(self.path)
             self._zip_pid = os.getpid()
         return self._zipfile.open(self._members[name])
+
+    def names_in(self, folder: str) -> list[str]:
+        """Relative names (forward slashes) of the files directly inside the relative folder `folder`, sorted."""
+        prefix = folder.strip("/") + "/"
+        return sorted(name for name in self._members if name.startswith(prefix) and "/" not in name[len(prefix):])
+
+    def read_bytes(self, name: str) -> bytes:
+        """Content of the file `name` (a relative name with forward slashes)."""
+        with self._open(name) as file:
+            return file.read()
 
     def read_json(self):
         """The parsed dataset.json at the root, or None if there is none."""
@@ -257,7 +267,7 @@ class ImageFolderDataset(torch.utils.data.Dataset):
                  use_labels: bool = True, xflip: bool = False, random_seed: int = 0, label_dim: int | None = None):
         if max_size is not None and max_size < 1:
             raise ValueError(f"max_size: expected None or an int >= 1, found {max_size}")
-        self._files = _ImageFiles(path)
+        self._files = ImageFiles(path)
         self._path = self._files.path
         self._name = os.path.splitext(os.path.basename(os.path.normpath(self._path)))[0]
         names = self._files.names
@@ -380,7 +390,7 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         self._files.close()
 
 
-def _refuse_existing(path: str):
+def refuse_existing(path: str):
     """DatasetError unless `path` is new, or an empty folder that a folder dataset may replace."""
     if os.path.isdir(path) and not path.lower().endswith(".zip") and not os.listdir(path):
         return
@@ -390,7 +400,7 @@ def _refuse_existing(path: str):
 
 
 @contextlib.contextmanager
-def _dataset_writer(path: str):
+def dataset_writer(path: str):
     """Yield put(relative_name, data: bytes) writing into a new .zip or folder that appears at `path` only if the
     block succeeds."""
     if path.lower().endswith(".zip"):
@@ -415,7 +425,7 @@ def _dataset_writer(path: str):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _png_bytes(image, name: str) -> bytes:
+def png_bytes(image, name: str) -> bytes:
     """PNG file content of a uint8 [H, W], [H, W, 1] or [H, W, 3] array."""
     image = np.asarray(image)
     if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3)):
@@ -436,7 +446,7 @@ def write_image_dataset(path: str | os.PathLike, images, labels=None, names: lis
     `path` must be new or an empty folder.
     """
     path = os.fspath(path)
-    _refuse_existing(path)
+    refuse_existing(path)
     if names is not None:
         names = list(names)
         bad = [n for n in names if not n.lower().endswith(".png") or n == LABELS_FILE]
@@ -448,12 +458,12 @@ def write_image_dataset(path: str | os.PathLike, images, labels=None, names: lis
             raise ValueError(f"labels: expected [N, D] numbers or [N] class indices, found {labels.dtype} "
                              f"{list(labels.shape)}")
     written = []
-    with _dataset_writer(path) as put:
+    with dataset_writer(path) as put:
         for i, image in enumerate(images):
             if names is not None and i >= len(names):
                 raise ValueError(f"names: expected one per image, found {len(names)} for more images")
             name = f"img{i:08d}.png" if names is None else names[i]
-            put(name, _png_bytes(image, name))
+            put(name, png_bytes(image, name))
             written.append(name)
         for what, values in (("names", names), ("labels", labels)):
             if values is not None and len(values) != len(written):
@@ -512,8 +522,8 @@ def convert_dataset(source: str | os.PathLike, dest: str | os.PathLike, labels: 
     for what, value in (("resolution", resolution), ("max_images", max_images)):
         if value is not None and value < 1:
             raise ValueError(f"{what}: expected None or an int >= 1, found {value}")
-    _refuse_existing(dest)
-    files = _ImageFiles(source)
+    refuse_existing(dest)
+    files = ImageFiles(source)
     names = files.names[:max_images]
     camera = None
     if use_labels:
