@@ -1,9 +1,10 @@
-"""G_ema forward time at the fixture configurations (batch 1, noise 'const', the pickle's rendering settings).
+"""G_ema forward time per stage at the fixture configurations (batch 1, noise 'const', the pickle's rendering
+settings), on op3d's fast path and on its reference path (op3d.fast_paths.reference) in the same run.
 
     python bench/generator.py [--threads 2] [--repeats 5] [--device cpu]
 
-Prints one row per fixture set: median / min wall time of mapping + synthesis, and the median time of its parts
-(backbone planes, renderer, superresolution). Needs ../shared/fixtures (or $OP3D_FIXTURES).
+Prints one row per fixture set and path: median / min wall time of mapping + synthesis, and the median time of
+its parts (backbone planes, renderer, superresolution). Needs ../shared/fixtures (or $OP3D_FIXTURES).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 
 import op3d
 import op3d.cameras
+from op3d import fast_paths
 
 SETS = ("official/ffhq_k8_l10", "official/shhq_k4_l6")
 
@@ -59,7 +61,7 @@ def bench_set(name: str, repeats: int, device: torch.device) -> dict:
             parts["sr"].append(timed(lambda: G.superresolution(feat[:, :3], feat, ws, noise_mode="none"), device))
     med = {k: statistics.median(v) for k, v in parts.items()}
     s = G.settings
-    return {"set": name.split("/")[-1], "K": G.n_planes_per_axis, "L": G.L,
+    return {"set": name.split("/")[-1], "path": "fast" if fast_paths.FAST.fir else "reference", "K": G.n_planes_per_axis, "L": G.L,
             "samples": f"{s.depth_resolution}+{s.depth_resolution_importance}", "nrr": G.neural_rendering_resolution,
             "median_s": statistics.median(totals), "min_s": min(totals), "backbone_s": med["backbone"],
             "renderer_s": med["renderer + sr"] - med["sr"], "sr_s": med["sr"]}
@@ -73,14 +75,19 @@ def main():
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    rows = [bench_set(name, args.repeats, device) for name in SETS]
+    rows = []
+    for name in SETS:
+        for context in (fast_paths.reference, fast_paths.configured):
+            with context():
+                rows.append(bench_set(name, args.repeats, device))
     print(f"device: {device} ({torch.get_num_threads()} threads), torch {torch.__version__}, batch 1, "
           f"{args.repeats} runs after 1 warm-up")
-    header = "| set | K | L | samples/ray | neural res | forward median (s) | min (s) | backbone (s) | renderer (s) | superres (s) |"
+    header = ("| set | path | K | L | samples/ray | neural res | forward median (s) | min (s) | backbone (s) | "
+              "renderer (s) | superres (s) |")
     print(header)
     print("|---" * (header.count("|") - 1) + "|")
     for r in rows:
-        print(f"| {r['set']} | {r['K']} | {r['L']} | {r['samples']} | {r['nrr']} | {r['median_s']:.2f} | "
+        print(f"| {r['set']} | {r['path']} | {r['K']} | {r['L']} | {r['samples']} | {r['nrr']} | {r['median_s']:.2f} | "
               f"{r['min_s']:.2f} | {r['backbone_s']:.2f} | {r['renderer_s']:.2f} | {r['sr_s']:.2f} |")
 
 

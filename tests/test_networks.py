@@ -14,6 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from op3d import fast_paths
 from op3d.networks.discriminator import DualDiscriminator, MinibatchStdLayer, filtered_resizing
 from op3d.networks.generator import OrthoPlanesGenerator, TriPlaneGenerator
 from op3d.networks.layers import Conv2dLayer, FullyConnectedLayer, MappingNetwork
@@ -427,8 +428,21 @@ def first_w_index(net):
     return {res: (0 if res == 4 else 2 * i - 1) for i, res in enumerate(net.block_resolutions)}
 
 
+class _ReferencePlaneStyles:
+    """Keeps the per-plane reference path (plane_gemm off, so the layer's forward runs) until removed."""
+
+    def __init__(self):
+        self.context = fast_paths.configured(plane_gemm=False)
+        self.context.__enter__()
+
+    def remove(self):
+        self.context.__exit__(None, None, None)
+
+
 def capture_to_depth_feature(net):
-    records, handles = {}, []
+    """Record each block's to_depth_feature inputs and output, per plane (the reference path, which calls the
+    layer; removing the handles restores the fast path)."""
+    records, handles = {}, [_ReferencePlaneStyles()]
     for res in net.block_resolutions:
         def hook(module, inputs, output, res=res):
             records[res] = (inputs[0].detach(), inputs[1].detach(), output.detach())
@@ -458,10 +472,13 @@ def test_multiplane_num_ws_and_output_shape_at_256():
 
 def test_multiplane_per_plane_styles_and_skip_sum_match_reference():
     """Every block's to_depth_feature sees the block features repeated per plane (row n*K + k) and the style
-    [ws[n, j_b], PE(t_k)]; its output is the 1x1 modulated conv; the planes are the FIR-upsampled skip sum."""
+    [ws[n, j_b], PE(t_k)]; its output is the 1x1 modulated conv; the planes are the FIR-upsampled skip sum.
+    (The reference path, which calls the layer per plane; the fast path computes the same planes.)"""
     net = make_multiplane()
     k, n = 3, 2
     ws = randn(n, net.num_ws, W_DIM)
+    with torch.no_grad():
+        fast = net(ws, k, noise_mode="const")
     records, handles = capture_to_depth_feature(net)
     try:
         with torch.no_grad():
@@ -484,6 +501,7 @@ def test_multiplane_per_plane_styles_and_skip_sum_match_reference():
         img = y if img is None else ref_upsample(img) + y
     assert out.shape == (n * k, 6, 32, 32)
     assert_close(out, img, rtol=1e-4, atol=1e-5)
+    assert_close(fast, out, rtol=1e-4, atol=1e-5)
 
 
 def test_multiplane_rows_are_sample_major():

@@ -16,8 +16,11 @@ from op3d.networks.multiplane import MultiplaneBackbone
 from op3d.networks.superresolution import Superresolution
 from op3d.networks.synthesis import StyleGAN2Backbone
 from op3d.representation.decoder import OSGDecoder
-from op3d.representation.orthoplanes import sample_orthoplanes
-from op3d.representation.triplanes import sample_triplanes
+from op3d.fast_paths import FAST
+from op3d.representation.orthoplanes import (pad_orthoplanes, sample_orthoplanes, sample_orthoplanes_mean,
+                                             sample_orthoplanes_slab)
+from op3d.representation.triplanes import (pad_triplanes, sample_triplanes, sample_triplanes_mean,
+                                           sample_triplanes_slab)
 from op3d.rendering.rays import sample_rays
 from op3d.rendering.renderer import RendererDraws, render_rays
 from op3d.rendering.settings import RenderingKwargsView, RenderingSettings
@@ -36,7 +39,9 @@ def superresolution_variant(class_path: str) -> str:
 class PlaneGenerator(nn.Module):
     """Shared machinery: mapping, ray casting, volume rendering, decoder, superresolution.
 
-    Subclasses define `backbone`, `compute_planes(ws, **kw)` and `sample_features(planes, coordinates)`."""
+    Subclasses define `backbone`, `compute_planes(ws, **kw)`, `sample_features(planes, coordinates)` (features
+    per group, the reference lookup), `sample_mean_features(planes, coordinates)` (their mean, fast path) and
+    `slab_sampler(planes)` (a function: points [J, I, 3] of one shape-grid slab -> their mean, fast path)."""
 
     def __init__(self, z_dim: int, c_dim: int, w_dim: int, img_resolution: int, img_channels: int,
                  sr_num_fp16_res: int = 0, rendering_kwargs: dict | None = None, sr_kwargs: dict | None = None,
@@ -128,6 +133,8 @@ class PlaneGenerator(nn.Module):
 
     def run_field(self, planes: torch.Tensor, coordinates: torch.Tensor, directions: torch.Tensor) -> dict:
         """Decode features at world points: coordinates [B, N, 3] -> {'rgb': [B, N, 32], 'sigma': [B, N, 1]}."""
+        if FAST.fused_lookup:  # one group holding the mean: the decoder (and any hook on it) sees [B, 1, N, C]
+            return self.decoder(self.sample_mean_features(planes, coordinates).unsqueeze(1), directions)
         return self.decoder(self.sample_features(planes, coordinates), directions)
 
     def sample_mixed(self, coordinates: torch.Tensor, directions: torch.Tensor, ws: torch.Tensor,
@@ -187,6 +194,14 @@ class OrthoPlanesGenerator(PlaneGenerator):
     def sample_features(self, planes: torch.Tensor, coordinates: torch.Tensor) -> torch.Tensor:
         return sample_orthoplanes(planes, coordinates, self.settings.box_warp, self.settings.plane_projection)
 
+    def sample_mean_features(self, planes: torch.Tensor, coordinates: torch.Tensor) -> torch.Tensor:
+        return sample_orthoplanes_mean(planes, coordinates, self.settings.box_warp, self.settings.plane_projection)
+
+    def slab_sampler(self, planes: torch.Tensor):
+        padded = pad_orthoplanes(planes)
+        return lambda points: sample_orthoplanes_slab(planes, points, self.settings.box_warp,
+                                                      self.settings.plane_projection, padded)
+
     def sample(self, coordinates: torch.Tensor, directions: torch.Tensor, ws: torch.Tensor, c: torch.Tensor = None,
                truncation_psi: float = 1, truncation_cutoff: int | None = None, update_emas: bool = False,
                **synthesis_kwargs) -> dict:
@@ -229,6 +244,14 @@ class TriPlaneGenerator(PlaneGenerator):
 
     def sample_features(self, planes: torch.Tensor, coordinates: torch.Tensor) -> torch.Tensor:
         return sample_triplanes(planes, coordinates, self.settings.box_warp, self.settings.plane_projection)
+
+    def sample_mean_features(self, planes: torch.Tensor, coordinates: torch.Tensor) -> torch.Tensor:
+        return sample_triplanes_mean(planes, coordinates, self.settings.box_warp, self.settings.plane_projection)
+
+    def slab_sampler(self, planes: torch.Tensor):
+        padded = pad_triplanes(planes)
+        return lambda points: sample_triplanes_slab(planes, points, self.settings.box_warp,
+                                                    self.settings.plane_projection, padded)
 
     def sample(self, coordinates: torch.Tensor, directions: torch.Tensor, z: torch.Tensor, c: torch.Tensor,
                truncation_psi: float = 1, truncation_cutoff: int | None = None, update_emas: bool = False,

@@ -1,7 +1,8 @@
 """The OrthoPlanes backbone: a StyleGAN2 synthesis network whose per-block skip output layer
 (`to_depth_feature`) runs K times per sample, each time styled by [w_block, PE(t_k)] (spec section 1.2).
 
-Output: [N * K, img_channels, 256, 256], row n * K + k = plane k of sample n.
+Output: [N * K, img_channels, 256, 256], row n * K + k = plane k of sample n; channels-last in memory on the
+`plane_gemm` fast path (the layout the fused plane lookup reads without a copy).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import math
 
 import torch
 
+from op3d.fast_paths import FAST
 from op3d.networks.synthesis import StyleGAN2Backbone, SynthesisBlock, SynthesisNetwork, ToRGBLayer
 
 
@@ -45,9 +47,12 @@ class MultiplaneSynthesisBlock(SynthesisBlock):
         x, fused_modconv = self.run_convs(x, iter(ws.unbind(dim=1)), n, ws.device, force_fp32, fused_modconv,
                                           **layer_kwargs)
         img = self.upsample_image(img)
-        y = self.to_depth_feature(x.repeat_interleave(k, dim=0), plane_styles.reshape(n * k, -1),
-                                  fused_modconv=fused_modconv)
-        y = y.to(dtype=torch.float32, memory_format=torch.contiguous_format)
+        if FAST.plane_gemm and self.to_depth_feature.weight.shape[-1] == 1:
+            y = self.to_depth_feature.forward_planes(x, plane_styles).to(torch.float32)
+        else:
+            y = self.to_depth_feature(x.repeat_interleave(k, dim=0), plane_styles.reshape(n * k, -1),
+                                      fused_modconv=fused_modconv)
+            y = y.to(dtype=torch.float32, memory_format=torch.contiguous_format)
         img = img.add_(y) if img is not None else y
         return x, img
 

@@ -12,6 +12,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from op3d.fast_paths import FAST
+
 # Activation name -> (function taking x, default gain).
 ACTIVATIONS = {
     "linear": (lambda x: x, 1.0),
@@ -59,11 +61,109 @@ def upfirdn2d(x: torch.Tensor, f: torch.Tensor | None, up: int = 1, down: int = 
     """Upsample by zero insertion, pad (or crop, when negative), filter with the 2-D FIR `f`, then decimate.
 
     padding: int or [x0, x1, y0, y1]. The filter is scaled by `gain` and flipped unless `flip_filter`
-    (filtering is a true convolution)."""
+    (filtering is a true convolution). Separable filters take the fast path (`FAST.fir`) when it is on."""
     if f is None:
         f = torch.ones([1, 1], dtype=torch.float32, device=x.device)
-    n, c, h, w = x.shape
     px0, px1, py0, py1 = _pad4(padding)
+    if FAST.fir and (up == 1 or down == 1):
+        taps = separable_taps(f)
+        if taps is not None:
+            col, row = taps
+            if up == 2 and down == 1 and [px0, px1, py0, py1] == [2, 1, 2, 1] and not flip_filter \
+                    and [t * gain / 2 for t in row] == _BILINEAR_TAPS and [t * 2 for t in col] == _BILINEAR_TAPS:
+                return _upsample2x_bilinear(x)
+            flip = not flip_filter
+            x = _fir_1d(x, [t * gain for t in (row[::-1] if flip else row)], 3, up, down, px0, px1)
+            return _fir_1d(x, list(col[::-1] if flip else col), 2, up, down, py0, py1)
+    return _upfirdn2d_reference(x, f, up, down, px0, px1, py0, py1, flip_filter, gain)
+
+
+_TAPS_CACHE: dict = {}
+
+
+def separable_taps(f: torch.Tensor) -> tuple[list[float], list[float]] | None:
+    """(column taps, row taps) as Python floats with outer(col, row) == f exactly, or None if f is not separable.
+
+    The answer is cached per filter tensor (device, storage, version), so CUDA filters cost one sync per filter."""
+    key = (f.device, f.data_ptr(), f._version, tuple(f.shape))
+    if key not in _TAPS_CACHE:
+        g, taps = f.detach().double().cpu(), None
+        if g.ndim == 2 and g.sum() != 0:
+            col, row = g.sum(1), g.sum(0) / g.sum()
+            if torch.equal(torch.outer(col, row).to(f.dtype), f.detach().cpu()):
+                taps = (col.tolist(), row.tolist())
+        _TAPS_CACHE[key] = taps
+    return _TAPS_CACHE[key]
+
+
+# [1, 3, 3, 1] / 8 per axis times the per-axis x2 upsampling gain 2: the filter upsample2d uses.
+_BILINEAR_TAPS = [0.25, 0.75, 0.75, 0.25]
+
+
+def _upsample2x_bilinear(x: torch.Tensor) -> torch.Tensor:
+    """upsample2d with the [1, 3, 3, 1] filter: half-pixel bilinear interpolation in the interior (output 2i reads
+    x[i - 1], x[i] with weights 1/4, 3/4); the FIR's zero padding, where bilinear clamps, leaves 3/4 of the value
+    on the outermost rows and columns."""
+    out = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+    for dim in (2, 3):
+        out.narrow(dim, 0, 1).mul_(0.75)
+        out.narrow(dim, out.shape[dim] - 1, 1).mul_(0.75)
+    return out
+
+
+def _axis_slice(x: torch.Tensor, dim: int, start: int, length: int, step: int = 1) -> torch.Tensor:
+    index = [slice(None)] * x.ndim
+    index[dim] = slice(start, start + (length - 1) * step + 1, step)
+    return x[tuple(index)]
+
+
+def _fir_1d(x: torch.Tensor, taps: list[float], dim: int, up: int, down: int, pad0: int, pad1: int) -> torch.Tensor:
+    """One axis of a separable upfirdn2d (up == 1 or down == 1): out[o] = sum_t taps[t] * y[o * down + t], y the
+    zero-stuffed, padded input. With up > 1 each output phase reads only the real samples (strided slices), so
+    the inserted zeros are never built."""
+    n, k = x.shape[dim], len(taps)
+    out_len = n * up + pad0 + pad1 - k + 1
+    if out_len < 1:
+        raise ValueError(f"upfirdn2d: padding {pad0, pad1} leaves no output for {n} samples and {k} taps")
+    if up == 1:
+        pad = [0, 0] * (x.ndim - 1 - dim) + [pad0, pad1]
+        y = torch.nn.functional.pad(x, pad) if pad0 or pad1 else x
+        count = (out_len + down - 1) // down
+        out = _axis_slice(y, dim, 0, count, down) * taps[0]
+        for t in range(1, k):
+            out = out.add_(_axis_slice(y, dim, t, count, down), alpha=taps[t])
+        return out
+    # Output o = up * q + phase reads y[o + t] = x[(o + t - pad0) / up] when that is an integer in range.
+    phases = []
+    for phase in range(up):
+        count = (out_len - phase + up - 1) // up
+        reads = [(t, (phase + t - pad0) // up) for t in range(k) if (phase + t - pad0) % up == 0]
+        phases.append((count, reads))
+    lo = max(0, -min(e for _, reads in phases for _, e in reads))
+    hi = max(0, max(count + e for count, reads in phases for _, e in reads) - n)
+    y = torch.nn.functional.pad(x, [0, 0] * (x.ndim - 1 - dim) + [lo, hi])
+    outs = []
+    for count, reads in phases:
+        (t0, e0), rest = reads[0], reads[1:]
+        out = _axis_slice(y, dim, lo + e0, count) * taps[t0]
+        for t, e in rest:
+            out = out.add_(_axis_slice(y, dim, lo + e, count), alpha=taps[t])
+        outs.append(out)
+    if all(o.shape[dim] == outs[0].shape[dim] for o in outs):
+        return torch.stack(outs, dim=dim + 1).flatten(dim, dim + 1)
+    shape = list(x.shape)
+    shape[dim] = out_len
+    result = x.new_empty(shape)
+    for phase, out in enumerate(outs):
+        index = [slice(None)] * x.ndim
+        index[dim] = slice(phase, None, up)
+        result[tuple(index)] = out
+    return result
+
+
+def _upfirdn2d_reference(x, f, up, down, px0, px1, py0, py1, flip_filter, gain):
+    """The plain upfirdn2d: zero-stuffed copy, pad, depthwise 2-D convolution, decimation."""
+    n, c, h, w = x.shape
     if up > 1:
         x = x.reshape(n, c, h, 1, w, 1)
         x = F.pad(x, [0, up - 1, 0, 0, 0, up - 1])
@@ -171,6 +271,8 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
     before and after a shared convolution (the official training-mode path). Both compute the same function."""
     n = x.shape[0]
     c_out, c_in, kh, kw = weight.shape
+    if fused_modconv and n > 1 and FAST.channels_last and x.is_contiguous(memory_format=torch.channels_last):
+        fused_modconv = False  # a shared channels-last convolution beats a grouped one; the same function
     if x.dtype == torch.float16 and demodulate:
         # Keep fp16 activations in range: pre-normalise weight and styles (the normalisation cancels out).
         weight = weight * (1 / math.sqrt(c_in * kh * kw) / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
@@ -194,11 +296,13 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
             x = x.add_(noise.to(x.dtype))
         return x
 
-    x = x.reshape(1, -1, *x.shape[2:])
+    if n > 1:  # one grouped convolution, a group per sample (a reshape of one sample would drop channels-last)
+        x = x.reshape(1, -1, *x.shape[2:])
     w = w.reshape(-1, c_in, kh, kw)
     x = conv2d_resample(x, w.to(x.dtype), f=resample_filter, up=up, padding=padding, groups=n,
                         flip_weight=flip_weight)
-    x = x.reshape(n, -1, *x.shape[2:])
+    if n > 1:
+        x = x.reshape(n, -1, *x.shape[2:])
     if noise is not None:
         x = x.add_(noise)
     return x

@@ -11,6 +11,7 @@ import math
 import torch
 from torch import nn
 
+from op3d.fast_paths import FAST
 from op3d.networks.layers import FullyConnectedLayer, MappingNetwork
 from op3d.networks.ops import ACTIVATIONS, bias_act, modulated_conv2d, setup_filter, upsample2d
 
@@ -95,6 +96,19 @@ class ToRGBLayer(nn.Module):
         x = modulated_conv2d(x, self.weight, styles, demodulate=False, fused_modconv=fused_modconv)
         return bias_act(x, self.bias.to(x.dtype), clamp=self.conv_clamp)
 
+    def forward_planes(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """forward(x repeated K times, w) for K styles of the same features, as one batched matrix product (the
+        `plane_gemm` fast path of 1x1 layers): x [N, C_in, H, W], w [N, K, w_dim] -> [N * K, out_channels, H, W],
+        stored channels-last."""
+        n, k = w.shape[:2]
+        _, c_in, h, width = x.shape
+        styles = self.affine(w.reshape(n * k, -1)) * self.weight_gain
+        weight = self.weight.reshape(self.out_channels, c_in) * styles.reshape(n, k, 1, c_in)
+        pixels = x.permute(0, 2, 3, 1).reshape(n, 1, h * width, c_in)
+        y = torch.matmul(pixels, weight.to(x.dtype).transpose(-1, -2))
+        y = bias_act(y, self.bias.to(y.dtype), clamp=self.conv_clamp, dim=3)
+        return y.view(n * k, h, width, self.out_channels).permute(0, 3, 1, 2)
+
 
 class SynthesisBlock(nn.Module):
     """One resolution of the skip-architecture synthesis network.
@@ -144,11 +158,12 @@ class SynthesisBlock(nn.Module):
         if device.type != "cuda":
             force_fp32 = True
         dtype = torch.float16 if self.use_fp16 and not force_fp32 else torch.float32
-        memory_format = torch.channels_last if self.channels_last and not force_fp32 else torch.contiguous_format
+        channels_last = (self.channels_last and not force_fp32) or FAST.channels_last
+        memory_format = torch.channels_last if channels_last else torch.contiguous_format
         fused_modconv = resolve_fused_modconv(fused_modconv, self.fused_modconv_default, self.training)
         if self.in_channels == 0:
-            x = self.const.to(dtype=dtype, memory_format=memory_format)
-            x = x.unsqueeze(0).repeat([batch_size, 1, 1, 1])
+            x = self.const.to(dtype=dtype).unsqueeze(0).repeat([batch_size, 1, 1, 1])
+            x = x.contiguous(memory_format=memory_format)
             x = self.conv1(x, next(w_iter), fused_modconv=fused_modconv, **layer_kwargs)
         else:
             in_res = self.resolution // 2 if self.upsample else self.resolution

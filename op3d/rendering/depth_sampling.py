@@ -43,11 +43,11 @@ def auto_ray_limits(origins: torch.Tensor, directions: torch.Tensor, box_side: f
     nears: the official rule (they render an empty interval in front of the box instead of failing)."""
     near, far = ray_box_limits(origins, directions, box_side)
     valid = far > near
-    if valid.any():
-        near_valid = near[valid]
-        near = torch.where(valid, near, near_valid.min())
-        far = torch.where(valid, far, near_valid.max())
-    return near, far
+    # Without a host sync: rays keep their limits where valid, or where no ray is (then nothing changes).
+    keep = valid | ~valid.any()
+    near_min = torch.where(valid, near, torch.full_like(near, float("inf"))).amin()
+    near_max = torch.where(valid, near, torch.full_like(near, float("-inf"))).amax()
+    return torch.where(keep, near, near_min), torch.where(keep, far, near_max)
 
 
 def stratified_depths(n_batch: int, n_rays: int, ray_start, ray_end, n_samples: int, device,

@@ -25,8 +25,20 @@ class OSGDecoder(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, sampled_features: torch.Tensor, ray_directions: torch.Tensor | None = None) -> dict:
-        x = sampled_features.mean(1)
+        return self.decode_mean(sampled_features.mean(1))
+
+    def decode_mean(self, x: torch.Tensor) -> dict:
+        """The decoder after the group mean: x [B, M, C] -> {'sigma': [B, M, 1], 'rgb': [B, M, out_dim]}."""
         n, m, c = x.shape
         x = self.net(x.reshape(n * m, c)).reshape(n, m, -1)
         rgb = torch.sigmoid(x[..., 1:]) * (1 + 2 * 0.001) - 0.001
         return {"rgb": rgb, "sigma": x[..., 0:1]}
+
+    def sigma(self, x: torch.Tensor) -> torch.Tensor:
+        """Only the density output of decode_mean (shape extraction): x [B, M, C] -> sigma [B, M, 1]."""
+        n, m, c = x.shape
+        hidden = self.net[:-1](x.reshape(n * m, c))
+        last = self.net[-1]
+        w = last.weight[:1].to(hidden.dtype) * last.weight_gain
+        b = last.bias[:1].to(hidden.dtype) * last.bias_gain
+        return torch.addmm(b.unsqueeze(0), hidden, w.t()).view(n, m, 1)

@@ -1,0 +1,203 @@
+"""Each fast path (op3d.fast_paths) against the plain reference path it replaces: same function, only float
+rounding differs. Whole-generator agreement at the fixture configurations is checked in test_official_parity
+(fast paths on, against the official outputs) and here (fast against reference, same inputs)."""
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+import op3d.cameras
+from op3d import fast_paths
+from op3d.networks import ops
+from op3d.networks.generator import OrthoPlanesGenerator, TriPlaneGenerator
+from op3d.networks.synthesis import SynthesisBlock, ToRGBLayer
+from op3d.representation import fused_lookup, orthoplanes, triplanes
+from op3d.rendering.renderer import RendererDraws
+from op3d.shapes import ShapeGrid, extract_density
+from test_official_parity import assert_matches
+
+RENDERING = {"superresolution_module": "training.superresolution.SuperresolutionHybrid2X",
+             "depth_resolution": 6, "depth_resolution_importance": 6, "ray_start": 2.25, "ray_end": 3.3,
+             "box_warp": 1.0, "c_scale": 1.0, "superresolution_noise_mode": "none", "white_back": False,
+             "avg_camera_pivot": [0, 0, 0]}
+
+
+def small_generator(cls=OrthoPlanesGenerator, seed=0, **kwargs):
+    torch.manual_seed(seed)
+    extra = {"per_dir_plane_number": 4, "fourier_L": 2} if cls is OrthoPlanesGenerator else {}
+    G = cls(z_dim=8, c_dim=25, w_dim=512, img_resolution=128, img_channels=3, channel_base=256, channel_max=8,
+            mapping_kwargs={"num_layers": 2}, sr_num_fp16_res=0, num_fp16_res=0, conv_clamp=None,
+            rendering_kwargs=dict(RENDERING), plane_resolution=32, **extra, **kwargs).eval()
+    with torch.no_grad():  # untrained decoders give nearly flat densities: make the shape tests see structure
+        for p in G.decoder.parameters():
+            p.mul_(3)
+    return G
+
+
+def test_switches_restore_and_reject_unknown_names():
+    assert fast_paths.FAST.fir
+    with fast_paths.reference():
+        assert not any(vars(fast_paths.FAST).values())
+        with fast_paths.configured(fir=True):
+            assert fast_paths.FAST.fir and not fast_paths.FAST.fused_lookup
+        assert not fast_paths.FAST.fir
+    assert all(vars(fast_paths.FAST).values())
+    with pytest.raises(ValueError, match="unknown fast path"):
+        with fast_paths.configured(warp_speed=True):
+            pass
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fir_resampling_matches_reference(dtype):
+    torch.manual_seed(0)
+    f = ops.setup_filter()
+    configs = itertools.product([1, 2], [1, 2], [0, 1, [2, 1, 2, 1], [-1, 2, 0, -1], [3, 0, 1, 2]], [False, True],
+                                [1, 4], [(7, 9), (8, 8), (1, 3)])
+    checked = 0
+    for up, down, pad, flip, gain, (h, w) in configs:
+        if up > 1 and down > 1:
+            continue  # not a fast-path case
+        x = torch.randn(2, 3, h, w, dtype=dtype)
+        try:
+            with fast_paths.reference():
+                ref = ops.upfirdn2d(x, f, up, down, pad, flip, gain)
+        except RuntimeError:
+            continue  # the padding leaves no output
+        fast = ops.upfirdn2d(x, f, up, down, pad, flip, gain)
+        assert fast.shape == ref.shape, (up, down, pad)
+        torch.testing.assert_close(fast, ref, rtol=0, atol=1e-6 if dtype == torch.float32 else 1e-14)
+        checked += 1
+    assert checked == 148  # every configuration with an output
+    for size in [(1, 1), (5, 16), (32, 32)]:  # the bilinear form of upsample2d, borders included
+        x = torch.randn(2, 4, *size, dtype=dtype).contiguous(memory_format=torch.channels_last)
+        with fast_paths.reference():
+            ref = ops.upsample2d(x, f)
+        torch.testing.assert_close(ops.upsample2d(x, f), ref, rtol=0, atol=1e-6)
+
+
+def test_non_separable_filter_takes_the_reference_path():
+    f = torch.tensor([[1.0, 2.0], [3.0, 5.0]])
+    assert ops.separable_taps(f) is None
+    assert ops.separable_taps(ops.setup_filter([1, 2, 1])) == ([0.25, 0.5, 0.25], [0.25, 0.5, 0.25])
+    x = torch.randn(1, 2, 6, 6)
+    with fast_paths.reference():
+        ref = ops.upfirdn2d(x, f, up=2, padding=1)
+    assert torch.equal(ops.upfirdn2d(x, f, up=2, padding=1), ref)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_channels_last_synthesis_block_matches(batch):
+    torch.manual_seed(1)
+    block = SynthesisBlock(16, 8, w_dim=32, resolution=16, img_channels=3, is_last=False, conv_clamp=256,
+                           fused_modconv_default=True).eval()
+    x, img, ws = torch.randn(batch, 16, 8, 8), torch.randn(batch, 3, 8, 8), torch.randn(batch, 3, 32)
+    with torch.no_grad():
+        with fast_paths.reference():
+            ref_x, ref_img = block(x, img, ws, noise_mode="const")
+        fast_x, fast_img = block(x, img, ws, noise_mode="const")
+    assert fast_x.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(fast_x, ref_x, rtol=0, atol=1e-5)
+    torch.testing.assert_close(fast_img, ref_img, rtol=0, atol=1e-5)
+
+
+def test_plane_gemm_matches_repeated_torgb():
+    torch.manual_seed(2)
+    layer = ToRGBLayer(6, 9, w_dim=20, conv_clamp=256)
+    with torch.no_grad():
+        layer.bias.normal_()
+    x = torch.randn(2, 6, 5, 7).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(2, 4, 20)
+    ref = layer(x.repeat_interleave(4, dim=0), w.reshape(8, 20))
+    fast = layer.forward_planes(x, w)
+    assert fast.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(fast, ref, rtol=0, atol=1e-5)
+
+
+def test_fused_orthoplane_lookup_matches_grid_sample_with_gradients():
+    torch.manual_seed(3)
+    base = torch.randn(2, 4, 3 * 8, 10, 12)
+    coords = torch.rand(2, 300, 3) * 1.6 - 0.8  # partly outside the box: zero padding
+    for projection, layout in itertools.product(["compat", "consistent"], ["nchw", "channels_last"]):
+        planes = base.clone()
+        if layout == "channels_last":
+            planes = planes.view(8, 24, 10, 12).contiguous(memory_format=torch.channels_last).view(2, 4, 24, 10, 12)
+        planes.requires_grad_(True)
+        ref = orthoplanes.sample_orthoplanes(planes, coords, 1.0, projection).mean(1)
+        (ref_grad,) = torch.autograd.grad(ref.square().sum(), planes)
+        fast = orthoplanes.sample_orthoplanes_mean(planes, coords, 1.0, projection)
+        (fast_grad,) = torch.autograd.grad(fast.square().sum(), planes)
+        torch.testing.assert_close(fast, ref, rtol=0, atol=1e-6)
+        torch.testing.assert_close(fast_grad, ref_grad, rtol=0, atol=1e-5)
+
+
+def test_channels_last_planes_are_read_without_a_copy():
+    planes = torch.randn(8, 24, 10, 12).contiguous(memory_format=torch.channels_last).view(2, 4, 24, 10, 12)
+    table, strides = fused_lookup.plane_rows(orthoplanes.orthoplane_volumes(planes))
+    assert table.data_ptr() == planes.data_ptr() and table.shape == (2 * 4 * 10 * 12 * 3, 8)
+    volumes = orthoplanes.orthoplane_volumes(planes)
+    b, g, k, h, w = 1, 2, 3, 4, 5
+    assert torch.equal(table[b * strides[0] + g * strides[1] + k * strides[2] + h * strides[3] + w * strides[4]],
+                       volumes[b, g, k, h, w])
+
+
+def test_fused_triplane_lookup_matches_grid_sample():
+    torch.manual_seed(4)
+    planes = torch.randn(2, 3, 8, 10, 12)
+    coords = torch.rand(2, 300, 3) * 1.6 - 0.8
+    for projection in ["compat", "consistent"]:
+        ref = triplanes.sample_triplanes(planes, coords, 1.0, projection).mean(1)
+        torch.testing.assert_close(triplanes.sample_triplanes_mean(planes, coords, 1.0, projection), ref,
+                                   rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("cls", [OrthoPlanesGenerator, TriPlaneGenerator])
+def test_generator_fast_path_matches_reference(cls):
+    G = small_generator(cls)
+    torch.manual_seed(5)
+    z = torch.randn(2, 8)
+    c = torch.cat([op3d.cameras.orbit_camera(torch.pi / 2 + 0.3 * i, torch.pi / 2, 2.7) for i in range(2)])
+    draws = RendererDraws(torch.rand(2, 64 * 64, 6, 1), torch.rand(2 * 64 * 64, 6))
+    with torch.no_grad():
+        with fast_paths.reference():
+            ref = G(z, c, noise_mode="const", renderer_draws=draws, return_planes=True)
+        fast = G(z, c, noise_mode="const", renderer_draws=draws, return_planes=True)
+    torch.testing.assert_close(fast["planes"], ref["planes"], rtol=0, atol=2e-5)
+    for key in ("image_raw", "image_depth", "image"):  # the core tolerance (an importance bin may flip)
+        assert_matches(key, fast[key], ref[key], image=True)
+
+
+@pytest.mark.parametrize("cls,resolution,compat", [(OrthoPlanesGenerator, 32, True), (OrthoPlanesGenerator, 24, False),
+                                                   (TriPlaneGenerator, 32, True)])
+def test_shape_grid_fast_path_matches_reference(cls, resolution, compat):
+    G = small_generator(cls)
+    ws = G.mapping(torch.randn(1, 8), torch.zeros(1, 25))
+    with fast_paths.reference():
+        ref = extract_density(G, ws, resolution, max_batch=5000, compat_grid=compat)
+    fast = extract_density(G, ws, resolution, compat_grid=compat)
+    assert ref.std() > 0.1
+    np.testing.assert_allclose(fast, ref, rtol=0, atol=1e-5)
+
+
+def test_shape_grid_without_line_structure_falls_back_per_slab():
+    """The official float32 grid at a non-power-of-two size: y is not constant along lines, so every slab takes
+    the per-point lookup, and the result is still the reference one."""
+    from op3d.representation.grid_lookup import slab_structure
+
+    grid = ShapeGrid(40, 1.0, compat=True)
+    assert not all(slab_structure(grid.slab(k)) for k in range(40))
+    assert all(slab_structure(ShapeGrid(32, 1.0).slab(k)) for k in (0, 7, 31))
+    G = small_generator(seed=1)
+    ws = G.mapping(torch.randn(1, 8), torch.zeros(1, 25))
+    with fast_paths.reference():
+        ref = extract_density(G, ws, 40)
+    np.testing.assert_allclose(extract_density(G, ws, 40), ref, rtol=0, atol=1e-5)
+
+
+def test_slab_points_are_the_grid_points():
+    for grid in (ShapeGrid(16, 1.0), ShapeGrid(12, 0.8, compat=False), ShapeGrid(20, 1.0)):
+        n = grid.resolution
+        everything = grid.points().view(n, n, n, 3)  # index [i, j, k]
+        for k in (0, 5, n - 1):
+            assert torch.equal(grid.slab(k), everything[:, :, k].transpose(0, 1))
