@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from op3d.atomic import atomic_output
-from op3d.networks.discriminator import DualDiscriminator
+from op3d.networks.conditional import ConditionalOrthoPlanesGenerator
+from op3d.networks.discriminator import DualDiscriminator, DualDiscriminatorWithWarping
 from op3d.networks.generator import OrthoPlanesGenerator, TriPlaneGenerator
 from op3d.training.augment import AugmentPipe
 from op3d.safe_pickle import GlobalRecord, NetworkRecord, PersistentRecord, UnsafePickleError, load_pickle
@@ -34,6 +35,7 @@ class CheckpointError(ValueError):
 
 # op3d network classes by the name stored in op3d snapshots; the official names map onto the same classes.
 NETWORK_CLASSES = {cls.__name__: cls for cls in (OrthoPlanesGenerator, TriPlaneGenerator, DualDiscriminator,
+                                                  ConditionalOrthoPlanesGenerator, DualDiscriminatorWithWarping,
                                                   AugmentPipe)}
 
 
@@ -69,8 +71,7 @@ def _official_generator_kwargs(record, source: str) -> tuple[type, dict]:
                               f"{state['_init_args']!r}; expected keyword arguments only")
     if record.class_name == "TriMultiPlaneGenerator":
         if _child(record, "density_func") is not None:
-            raise CheckpointError(f"{source}: this is the SMPL-conditional OrthoPlanes generator "
-                                  "(training.kaolin_version); op3d does not load it yet")
+            return ConditionalOrthoPlanesGenerator, _official_conditional_kwargs(record, kwargs, source)
         # Older official modules (training.trimultiplane[_large]) hard-coded K and L instead of taking arguments:
         # the pickled attributes say what the network really is.
         kwargs.pop("planes", None)
@@ -92,6 +93,21 @@ def _official_generator_kwargs(record, source: str) -> tuple[type, dict]:
     raise CheckpointError(f"{source}: unknown generator class {record.class_name!r}")
 
 
+def _official_conditional_kwargs(record, kwargs: dict, source: str) -> dict:
+    """The SMPL-conditional generator (training.kaolin_version / orthoplanes_smpl_cond): K from the pickled
+    attribute, and the two non-state values the official objects carry as plain attributes: the body mesh faces
+    (renderer.face_idx) and the density's beta_min."""
+    renderer, density = _child(record, "renderer"), _child(record, "density_func")
+    faces = renderer.state.get("face_idx") if renderer is not None else None
+    if faces is None:
+        raise CheckpointError(f"{source}: the conditional generator's renderer carries no face_idx (body mesh faces)")
+    kwargs["planes"] = record.state.get("n_planes_per_axis", kwargs.get("planes", 9))
+    kwargs["faces"] = faces
+    if "beta_min" in density.state:
+        kwargs["beta_min"] = float(density.state["beta_min"])
+    return kwargs
+
+
 def network_from_record(record, source: str) -> nn.Module:
     """Build the op3d module for an official persistent network record and load its tensors by name."""
     if not isinstance(record, PersistentRecord):
@@ -99,8 +115,7 @@ def network_from_record(record, source: str) -> nn.Module:
     if record.class_name == "DualDiscriminator":
         cls, kwargs = DualDiscriminator, dict(record.state.get("_init_kwargs", {}))
     elif record.class_name == "DualDiscriminatorWithWarping":
-        raise CheckpointError(f"{source}: the pose-conditioned discriminator (DualDiscriminatorWithWarping) is not "
-                              "supported by op3d yet")
+        cls, kwargs = DualDiscriminatorWithWarping, dict(record.state.get("_init_kwargs", {}))
     else:
         cls, kwargs = _official_generator_kwargs(record, source)
     try:

@@ -11,8 +11,12 @@ from torch import nn
 
 from op3d.networks.construction import records_init_kwargs
 
+from op3d.networks.deformation import N_BETAS, POSE_CODE_DIM, pose_euler_code
 from op3d.networks.layers import Conv2dLayer, FullyConnectedLayer, MappingNetwork
 from op3d.networks.ops import setup_filter, upfirdn2d
+
+POSE_LABEL_DIM = 25 + N_BETAS + POSE_CODE_DIM
+"""Label width of DualDiscriminatorWithWarping: camera (25), betas (10), pose Euler code (69)."""
 
 
 def filtered_resizing(image: torch.Tensor, size: int, f: torch.Tensor, filter_mode: str = "antialiased"):
@@ -176,3 +180,30 @@ class DualDiscriminator(nn.Module):
                 c = c + torch.randn_like(c) * c.std(0) * self.disc_c_noise
             cmap = self.mapping(None, c)
         return self.b4(x, cmap)
+
+
+@records_init_kwargs
+class DualDiscriminatorWithWarping(DualDiscriminator):
+    """Pose-conditioned dual discriminator (spec 4.6): D(img, c [N, 25], real_conditions) -> logits [N, 1].
+
+    The label fed to the mapping network is [camera (25), betas (10), pose Euler code (69)] = 104 values, built
+    without gradient from the batched pose-condition dict (body_shape [N, 10], full_pose [N, 24, 3, 3]). As
+    officially, the c_dim argument only says whether D is conditioned at all (c_dim > 0 -> 104)."""
+
+    def __init__(self, c_dim: int, img_resolution: int, img_channels: int, architecture: str = "resnet",
+                 channel_base: int = 32768, channel_max: int = 512, num_fp16_res: int = 4,
+                 conv_clamp: float | None = 256, cmap_dim: int | None = None, disc_c_noise: float = 0,
+                 block_kwargs: dict | None = None, mapping_kwargs: dict | None = None,
+                 epilogue_kwargs: dict | None = None):
+        super().__init__(POSE_LABEL_DIM if c_dim > 0 else 0, img_resolution, img_channels, architecture=architecture,
+                         channel_base=channel_base, channel_max=channel_max, num_fp16_res=num_fp16_res,
+                         conv_clamp=conv_clamp, cmap_dim=cmap_dim, disc_c_noise=disc_c_noise,
+                         block_kwargs=block_kwargs, mapping_kwargs=mapping_kwargs, epilogue_kwargs=epilogue_kwargs)
+
+    def forward(self, img: dict, c: torch.Tensor, real_conditions: dict, update_emas: bool = False,
+                **block_kwargs) -> torch.Tensor:
+        if self.c_dim > 0:
+            with torch.no_grad():
+                c = torch.cat([c, real_conditions["body_shape"].to(c.dtype),
+                               pose_euler_code(real_conditions["full_pose"]).to(c.dtype)], dim=1)
+        return super().forward(img, c, update_emas=update_emas, **block_kwargs)
