@@ -79,11 +79,12 @@ def depth_to_uint8(depth: torch.Tensor) -> np.ndarray:
 @torch.no_grad()
 def render_views(G, ws: torch.Tensor, yaw_offsets=OFFICIAL_YAW_OFFSETS, pitch_offset: float = OFFICIAL_PITCH_OFFSET,
                  fov_deg: float = OFFICIAL_FOV_DEG, noise_mode: str = "const", batch: int = 1,
-                 outputs=("image",)) -> dict:
+                 outputs=("image",), conditions: dict | None = None) -> dict:
     """Render one sample's ws [1, num_ws, w_dim] from cameras at pi/2 + yaw, pi/2 + pitch.
 
     Returns {output name: [V, H, W, 3] uint8} for outputs among 'image', 'image_raw', 'image_depth'.
-    The backbone planes are computed once and reused for every view."""
+    The backbone planes are computed once and reused for every view. conditions: the pose condition of the
+    SMPL-conditional generator (batched dict with batch 1), passed to every view."""
     device = ws.device
     labels = torch.cat([camera_label(G, math.pi / 2 + y, math.pi / 2 + pitch_offset, fov_deg, device)
                         for y in yaw_offsets])
@@ -91,7 +92,8 @@ def render_views(G, ws: torch.Tensor, yaw_offsets=OFFICIAL_YAW_OFFSETS, pitch_of
     for start in range(0, len(labels), batch):
         c = labels[start:start + batch]
         w = ws.expand(len(c), -1, -1)
-        out = G.synthesis(w, c, noise_mode=noise_mode, cache_backbone=start == 0 and len(c) == batch,
+        pose = () if conditions is None else ({k: v.expand(len(c), *v.shape[1:]) for k, v in conditions.items()},)
+        out = G.synthesis(w, c, *pose, noise_mode=noise_mode, cache_backbone=start == 0 and len(c) == batch,
                           use_cached_backbone=start > 0 and len(c) == batch)
         for name in outputs:
             convert = depth_to_uint8 if name == "image_depth" else to_uint8

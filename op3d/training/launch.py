@@ -43,13 +43,17 @@ def prepare(opts: TrainingOptions) -> dict:
             raise OptionsError(str(error)) from None
     if launched_by_torchrun() and int(os.environ["WORLD_SIZE"]) != opts.gpus:
         raise OptionsError(f"--gpus: {opts.gpus}, but torchrun started {os.environ['WORLD_SIZE']} processes")
-    dataset = ImageFolderDataset(opts.data, use_labels=True, xflip=opts.mirror, label_dim=25)
+    make_spec = training_spec
+    if _is_conditional(opts):
+        dataset, make_spec = _conditional_data(opts)
+    else:
+        dataset = ImageFolderDataset(opts.data, use_labels=True, xflip=opts.mirror, label_dim=25)
     resume_state = None
     if opts.resume is not None:
         snapshot, resume_state = resume_source(opts.resume)
         opts = dataclasses.replace(opts, resume=snapshot)
-    spec = training_spec(opts, dataset.resolution, len(dataset) // (2 if opts.mirror else 1),
-                         resume_continues=resume_state is not None)
+    spec = make_spec(opts, dataset.resolution, len(dataset) // (2 if opts.mirror else 1),
+                     resume_continues=resume_state is not None)
     spec["training_set_kwargs"]["max_size"] = None  # every item; the official 110000 cap is not applied
     spec["resume_state"] = resume_state
     spec["detector_dir"] = opts.detector_dir
@@ -57,6 +61,31 @@ def prepare(opts: TrainingOptions) -> dict:
         check_resume_fits(spec, dataset)
     dataset.close()
     return spec
+
+
+def _is_conditional(opts: TrainingOptions) -> bool:
+    from op3d.training.options_cond import ConditionalTrainingOptions
+    return isinstance(opts, ConditionalTrainingOptions)
+
+
+def _conditional_data(opts):
+    """Conditional training (train_conditional.py): check its options, find the SMPL model, open the
+    pose-conditioned dataset and check that its bodies have the model's vertex count. Returns (dataset, spec maker)."""
+    import functools
+
+    from op3d.smpl.body_model import find_smpl_file, load_smpl_model
+    from op3d.training.dataset_cond import ConditionalImageDataset
+    from op3d.training.options_cond import check_conditional_options, conditional_training_spec
+
+    check_conditional_options(opts)
+    smpl_file = str(find_smpl_file(opts.smpl_model))
+    model = load_smpl_model(smpl_file)
+    dataset = ConditionalImageDataset(opts.data, use_labels=True, label_dim=25, pose_dir=opts.pose_dir)
+    vertices = dataset.get_conditions(0)["vertices"].shape[0]
+    if vertices != model.num_vertices:
+        raise OptionsError(f"--smpl-model: {smpl_file} has {model.num_vertices} vertices, the pose conditions of "
+                           f"{dataset.pose_source} have {vertices}: they were made with another body model")
+    return dataset, functools.partial(conditional_training_spec, smpl_model=smpl_file)
 
 
 def check_resume_fits(spec: dict, dataset) -> None:

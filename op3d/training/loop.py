@@ -6,6 +6,11 @@ augmentation randomness after torch.manual_seed(seed of (run seed, iteration, ph
 iteration always holds the same dataset items. So a run does not depend on how chunks are spread over processes
 (one process with --batch-gpu=B/2 equals two processes), and resuming needs no RNG state.
 
+Conditional training (train_conditional.py) runs this same loop: the spec's class names select the pose-conditioned
+dataset, the conditional generator and discriminator and the conditional loss; each chunk then carries its real
+images' pose conditions to the loss, the snapshot grid is rendered with the grid items' poses, and the gradient norm
+is clipped to spec['grad_clip_norm'] after the process average.
+
 Gradients. Each round of gradient accumulation contributes its chunk mean times gain / rounds, so the gradient is
 the mean over the per-process batch whatever --batch-gpu is (the official loop summed the rounds, which scaled the
 learning rate with the number of rounds); processes are averaged by one flat all-reduce per phase.
@@ -27,11 +32,16 @@ import torch
 
 from op3d.atomic import atomic_output
 from op3d.distributed import rank_and_world
-from op3d.networks.discriminator import DualDiscriminator
+from op3d.networks.conditional import ConditionalOrthoPlanesGenerator
+from op3d.networks.discriminator import DualDiscriminator, DualDiscriminatorWithWarping
 from op3d.networks.generator import OrthoPlanesGenerator, TriPlaneGenerator
 
+# The spec's class names (official module paths) -> op3d classes. The conditional entries serve train_conditional.py.
 GENERATOR_CLASSES = {"training.orthoplanes.TriMultiPlaneGenerator": OrthoPlanesGenerator,
-                     "training.triplane.TriPlaneGenerator": TriPlaneGenerator}
+                     "training.triplane.TriPlaneGenerator": TriPlaneGenerator,
+                     "training.kaolin_version.TriMultiPlaneGenerator": ConditionalOrthoPlanesGenerator}
+DISCRIMINATOR_CLASSES = {"training.dual_discriminator.DualDiscriminator": DualDiscriminator,
+                         "training.dual_discriminator.DualDiscriminatorWithWarping": DualDiscriminatorWithWarping}
 D_REG_INTERVAL = 16
 ADA_INTERVAL = 4
 GRID_SIZE = (6, 4)  # OP3D's snapshot grid: 6 columns x 4 rows
@@ -77,16 +87,41 @@ class ChunkSampler(torch.utils.data.Sampler):
             iteration += 1
 
 
+def open_dataset(spec: dict):
+    """The training set of spec['training_set_kwargs']: images and camera labels, plus pose conditions for the
+    conditional dataset class."""
+    from op3d.training.dataset import ImageFolderDataset
+    from op3d.training.dataset_cond import ConditionalImageDataset
+
+    classes = {"training.dataset.ImageFolderDataset": ImageFolderDataset,
+               "training.dataset_cond.ImageFolderDataset": ConditionalImageDataset}
+    kwargs = dict(spec["training_set_kwargs"])
+    return classes[kwargs.pop("class_name", "training.dataset.ImageFolderDataset")](**kwargs, label_dim=25)
+
+
 def build_networks(spec: dict, dataset, device) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """Fresh G and D from the training spec's G_kwargs / D_kwargs and the dataset's label size and images."""
+    """Fresh G and D from the training spec's G_kwargs / D_kwargs and the dataset's label size and images. The
+    conditional generator also gets the body mesh faces of the spec's SMPL model ('smpl_model')."""
     common = dict(c_dim=dataset.label_dim, img_resolution=dataset.resolution, img_channels=dataset.num_channels)
     g_kwargs = {k: v for k, v in spec["G_kwargs"].items() if k != "class_name"}
     d_kwargs = {k: v for k, v in spec["D_kwargs"].items() if k != "class_name"}
-    G = GENERATOR_CLASSES[spec["G_kwargs"]["class_name"]](**g_kwargs, **common)
-    D = DualDiscriminator(**d_kwargs, **common)
+    G_class = GENERATOR_CLASSES[spec["G_kwargs"]["class_name"]]
+    if G_class is ConditionalOrthoPlanesGenerator:
+        from op3d.smpl.body_model import load_smpl_model
+        g_kwargs["faces"] = load_smpl_model(spec["smpl_model"]).faces
+    G = G_class(**g_kwargs, **common)
+    D = DISCRIMINATOR_CLASSES[spec["D_kwargs"]["class_name"]](**d_kwargs, **common)
     G.neural_rendering_resolution = spec["loss_kwargs"]["neural_rendering_resolution_initial"]
     G.dataset_label_std = torch.from_numpy(dataset.get_label_std())
     return G.train().requires_grad_(False).to(device), D.train().requires_grad_(False).to(device)
+
+
+def _chunk_to_device(batch, device) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """A loader batch -> (real images float [B, C, H, W] in [-1, 1], labels [B, 25], extra loss arguments: the
+    batched pose conditions as {'real_conditions': ...} for the conditional dataset, else {})."""
+    img, c, *pose = batch
+    extra = {"real_conditions": {k: v.to(device) for k, v in pose[0].items()}} if pose else {}
+    return img.to(device).to(torch.float32) / 127.5 - 1, c.to(device), extra
 
 
 # --- optimisation --------------------------------------------------------------------------------------------------
@@ -106,6 +141,7 @@ def make_phases(G, D, spec: dict) -> list[Phase]:
     for name, module, opt_kwargs, interval in (("G", G, spec["G_opt_kwargs"], spec.get("G_reg_interval")),
                                                ("D", D, spec["D_opt_kwargs"], D_REG_INTERVAL)):
         kwargs = {k: v for k, v in opt_kwargs.items() if k != "class_name"}
+        kwargs["betas"] = [float(beta) for beta in kwargs["betas"]]  # torch's Adam refuses the JSON's int 0
         if interval is None:
             optimizer = torch.optim.Adam(module.parameters(), **kwargs)
             phases.append(Phase(name + "both", module, optimizer, 1))
@@ -240,10 +276,17 @@ def save_image_grid(images: np.ndarray, path: str, grid: tuple[int, int], drange
 
 
 @torch.no_grad()
-def render_grid(G_ema, grid_z: torch.Tensor, grid_c: torch.Tensor, batch: int) -> dict:
-    """G_ema outputs for the grid latents/labels with noise_mode 'const' -> numpy image, image_raw, image_depth
-    (depth negated and normalised to its own range, as officially)."""
-    outs = [G_ema(z, c, noise_mode="const") for z, c in zip(grid_z.split(batch), grid_c.split(batch))]
+def render_grid(G_ema, grid_z: torch.Tensor, grid_c: torch.Tensor, batch: int,
+                grid_conditions: dict | None = None) -> dict:
+    """G_ema outputs for the grid latents/labels (and batched pose conditions, for the conditional generator) with
+    noise_mode 'const' -> numpy image, image_raw, image_depth (depth negated and normalised to its own range, as
+    officially)."""
+    poses = [()] * len(grid_z.split(batch))
+    if grid_conditions is not None:
+        parts = {k: v.split(batch) for k, v in grid_conditions.items()}
+        poses = [({k: v[i] for k, v in parts.items()},) for i in range(len(poses))]
+    outs = [G_ema(z, c, *pose, noise_mode="const") for z, c, pose in zip(grid_z.split(batch), grid_c.split(batch),
+                                                                          poses)]
     images = {k: torch.cat([o[k] for o in outs]).float().cpu() for k in ("image", "image_raw", "image_depth")}
     depth = -images["image_depth"]
     images["image_depth"] = (depth - depth.min()) / (depth.max() - depth.min()).clamp_min(1e-8) * 2 - 1
@@ -305,8 +348,9 @@ def training_loop(run_dir: str | None, spec: dict, device: torch.device, resume:
     from op3d.metrics.detectors import DetectorError
     from op3d.metrics.registry import MetricContext, calc_metric, report_metric
     from op3d.training.augment import AdaptiveAugment, AugmentPipe
-    from op3d.training.dataset import ImageFolderDataset
+    from op3d.training.dataset_cond import ConditionalImageDataset, collate_conditional, stack_pose_conditions
     from op3d.training.loss import GANLoss
+    from op3d.training.loss_cond import ConditionalGANLoss
 
     rank, world = rank_and_world()
     log = RunLog(run_dir)
@@ -318,7 +362,8 @@ def training_loop(run_dir: str | None, spec: dict, device: torch.device, resume:
         raise ValueError(f"--batch {batch_size} is not a multiple of --batch-gpu {batch_gpu} x {world} processes")
 
     dataset_kwargs = {k: v for k, v in spec["training_set_kwargs"].items() if k != "class_name"}
-    dataset = ImageFolderDataset(**dataset_kwargs, label_dim=25)
+    dataset = open_dataset(spec)
+    conditional = isinstance(dataset, ConditionalImageDataset)
     torch.manual_seed(seed)
     G, D = build_networks(spec, dataset, device)
     G_ema = copy.deepcopy(G).eval()
@@ -357,17 +402,24 @@ def training_loop(run_dir: str | None, spec: dict, device: torch.device, resume:
         broadcast_module(augment_pipe)
 
     loss_kwargs = {k: v for k, v in spec["loss_kwargs"].items() if k != "class_name"}
-    loss = GANLoss(G, D, augment_pipe=augment_pipe, **loss_kwargs)
+    loss_class = {"training.loss.StyleGAN2Loss": GANLoss,
+                  "training.loss.StyleGAN2LossWithWarpingSDF": ConditionalGANLoss}[spec["loss_kwargs"]["class_name"]]
+    loss = loss_class(G, D, augment_pipe=augment_pipe, **loss_kwargs)
     workers = spec["data_loader_kwargs"]["num_workers"]
     sampler = ChunkSampler(len(dataset), batch_size, batch_gpu, rank, world, seed, start_iteration=state.batch_idx)
     loader = iter(torch.utils.data.DataLoader(dataset, sampler=sampler, batch_size=batch_gpu, num_workers=workers,
                                               pin_memory=device.type == "cuda",
                                               prefetch_factor=2 if workers > 0 else None,
-                                              persistent_workers=workers > 0))
+                                              persistent_workers=workers > 0,
+                                              collate_fn=collate_conditional if conditional else None))
     grid_count = GRID_SIZE[0] * GRID_SIZE[1]
     grid_items = np.random.RandomState(seed).randint(len(dataset), size=grid_count)
     grid_c = torch.from_numpy(np.stack([dataset.get_label(i) for i in grid_items])).to(device)
     grid_z = torch.randn([grid_count, G.z_dim], generator=torch.Generator().manual_seed(seed)).to(device)
+    grid_conditions = None
+    if conditional:
+        grid_conditions = {k: v.to(device) for k, v in
+                           stack_pose_conditions([dataset.get_conditions(i) for i in grid_items]).items()}
     if run_dir is not None and not os.path.isfile(os.path.join(run_dir, "reals.png")):
         reals = np.stack([dataset[i][0] for i in grid_items])
         save_image_grid(reals, os.path.join(run_dir, "reals.png"), GRID_SIZE, drange=(0, 255))
@@ -382,27 +434,28 @@ def training_loop(run_dir: str | None, spec: dict, device: torch.device, resume:
              f"({world} process(es), batch {batch_size}, {batch_gpu} per chunk)...")
     done = state.cur_nimg >= total_nimg
     while not done:
-        chunks = [next(loader) for _ in range(rounds)]
-        chunks = [((img.to(device).to(torch.float32) / 127.5 - 1), c.to(device)) for img, c in chunks]
+        chunks = [_chunk_to_device(next(loader), device) for _ in range(rounds)]
         for phase_idx, phase in enumerate(phases):
             if state.batch_idx % phase.interval != 0:
                 continue
             phase.module.requires_grad_(True)
             phase.optimizer.zero_grad(set_to_none=True)
-            for round_idx, (real_img, real_c) in enumerate(chunks):
+            for round_idx, (real_img, real_c, pose) in enumerate(chunks):
                 chunk = round_idx * world + rank
                 torch.manual_seed(_seed(seed, state.batch_idx, phase_idx, chunk))
                 gen_z = torch.randn([batch_gpu, G.z_dim], device=device)
                 gen_items = torch.randint(len(dataset), [batch_gpu]).tolist()
                 gen_c = torch.from_numpy(np.stack([dataset.get_label(i) for i in gen_items])).to(device)
                 reported = loss.accumulate_gradients(phase.name, real_img, real_c, gen_z, gen_c,
-                                                     gain=phase.interval / rounds, cur_nimg=state.cur_nimg)
+                                                     gain=phase.interval / rounds, cur_nimg=state.cur_nimg, **pose)
                 for name, value in reported.items():
                     stats.add(name, value)
                 if ada is not None and "Loss/scores/real" in reported and phase.name in ("Dmain", "Dboth"):
                     ada.accumulate(reported["Loss/scores/real"])
             phase.module.requires_grad_(False)
             nonfinite = reduce_gradients(phase.module)
+            if spec.get("grad_clip_norm"):  # conditional training: the official conditional loop clips
+                torch.nn.utils.clip_grad_norm_(phase.module.parameters(), spec["grad_clip_norm"])
             stats.add(f"Progress/nonfinite_grads/{phase.name}", [nonfinite])
             if nonfinite:
                 log.line(f"warning: {nonfinite} non-finite gradient values in phase {phase.name} at kimg "
@@ -443,7 +496,7 @@ def training_loop(run_dir: str | None, spec: dict, device: torch.device, resume:
         kimg_label = state.cur_nimg // 1000
         snapshot_pkl = None
         if snapshot_now and rank == 0:
-            grid = render_grid(G_ema, grid_z, grid_c, batch_gpu)
+            grid = render_grid(G_ema, grid_z, grid_c, batch_gpu, grid_conditions)
             for key, suffix in (("image", ""), ("image_raw", "_raw"), ("image_depth", "_depth")):
                 save_image_grid(grid[key], os.path.join(run_dir, f"fakes{kimg_label:06d}{suffix}.png"), GRID_SIZE)
         next_state = LoopState(state.cur_nimg, state.cur_tick + 1, state.batch_idx, state.cur_nimg)

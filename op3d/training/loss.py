@@ -267,6 +267,11 @@ class GANLoss:
         ws = self.G.mapping(z, label, update_emas=update_emas)
         ws = self._style_mix(ws, z, c, draws)
         renderer_draws = draws.renderer(z.shape[0], resolution ** 2, self.G.settings, z.device)
+        return self._synthesis(ws, c, resolution, update_emas, renderer_draws)
+
+    def _synthesis(self, ws: torch.Tensor, c: torch.Tensor, resolution: int, update_emas: bool,
+                   renderer_draws: RendererDraws | None) -> dict:
+        """G.synthesis of ws [B, num_ws, w_dim] from cameras c [B, 25] (the conditional loss adds the pose)."""
         return self.G.synthesis(ws, c, neural_rendering_resolution=resolution, update_emas=update_emas,
                                 noise_mode=self.noise_mode, renderer_draws=renderer_draws)
 
@@ -287,9 +292,12 @@ class GANLoss:
         coordinates = torch.cat([points, others], dim=1)
         # Random directions are drawn as officially, although the decoder ignores them.
         directions = draws.normal(list(coordinates.shape), coordinates.device, "density-reg directions")
-        sigma = self.G.sample_mixed(coordinates, directions, ws, update_emas=False,
-                                    noise_mode=self.noise_mode)["sigma"]
+        sigma = self._sample_mixed(coordinates, directions, ws)
         return sigma[:, :points.shape[1]], sigma[:, points.shape[1]:]
+
+    def _sample_mixed(self, coordinates: torch.Tensor, directions: torch.Tensor, ws: torch.Tensor) -> torch.Tensor:
+        """G.sample_mixed's 'sigma' [B, N, 1] at coordinates [B, N, 3] (the conditional loss adds the pose)."""
+        return self.G.sample_mixed(coordinates, directions, ws, update_emas=False, noise_mode=self.noise_mode)["sigma"]
 
     def _uniform_points(self, n_batch: int, n_points: int, device, draws: LossDraws) -> torch.Tensor:
         """Points uniform in [-1, 1]^3 (world units, whatever box_warp is): [B, n, 3]."""
@@ -327,6 +335,11 @@ class GANLoss:
         stats["Loss/G/density_reg"] = loss.detach()
         return stats
 
+    def _generator_extra_loss(self, fake: dict) -> tuple[torch.Tensor | None, dict]:
+        """Terms added to the Gmain loss from G's output dict (scalar or None, statistics); none here, the
+        conditional loss adds its SDF terms."""
+        return None, {}
+
     # --- D side ----------------------------------------------------------------------------------------------
     def _run_D(self, image: torch.Tensor, image_raw: torch.Tensor, c: torch.Tensor, blur_sigma: float,
                update_emas: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -342,8 +355,12 @@ class GANLoss:
             image = both[:, :channels]
             image_raw = F.interpolate(both[:, channels:], size=image_raw.shape[-2:], mode="bilinear",
                                       align_corners=False, antialias=True)
-        logits = self.D({"image": image, "image_raw": image_raw}, c, update_emas=update_emas)
+        logits = self._discriminate({"image": image, "image_raw": image_raw}, c, update_emas)
         return logits, image, image_raw
+
+    def _discriminate(self, images: dict, c: torch.Tensor, update_emas: bool) -> torch.Tensor:
+        """D(images, c) -> logits [B, 1] (the conditional loss adds the pose)."""
+        return self.D(images, c, update_emas=update_emas)
 
     def _real_raw_image(self, real_img: torch.Tensor, resolution: int, blur_sigma: float) -> torch.Tensor:
         """D's real raw target: the real image resized to the neural rendering resolution, then blurred."""
@@ -387,7 +404,10 @@ class GANLoss:
             logits, _, _ = self._run_D(fake["image"], fake["image_raw"], gen_c, blur_sigma)
             loss = F.softplus(-logits)
             stats.update({"Loss/scores/fake": logits, "Loss/signs/fake": logits.sign(), "Loss/G/loss": loss})
-            loss.mean().mul(gain).backward()
+            extra, extra_stats = self._generator_extra_loss(fake)
+            stats.update(extra_stats)
+            total = loss.mean() if extra is None else loss.mean() + extra
+            total.mul(gain).backward()
 
         if phase in ("Greg", "Gboth"):
             stats.update(self._density_regularization(gen_z, gen_c, swap_prob, gain, draws))
