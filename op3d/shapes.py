@@ -86,7 +86,7 @@ def extract_density(G, ws: torch.Tensor, resolution: int = 256, max_batch: int =
     grid = ShapeGrid(resolution, G.settings.box_warp, compat_grid)
     synthesis_kwargs.setdefault("noise_mode", "const")
     planes = G.compute_planes(ws, **synthesis_kwargs)
-    if FAST.shape_grid and hasattr(G, "slab_sampler"):
+    if FAST.shape_grid and getattr(G, "slab_sampler", None) is not None:
         return _density_by_slabs(G, planes, grid, progress)
     sigma = np.empty(grid.num_points, dtype=np.float32)
     starts = range(0, grid.num_points, max_batch)
