@@ -136,17 +136,20 @@ def test_fast_paths_give_the_reference_gradients(fixture_file):
     not fit here: a noise strength's gradient is a sum over every pixel with cancellation, so its rounding error
     follows the size of the terms, not of the result (0.03% of the phase's largest element was seen). The check is
     on each phase's whole gradient vector: |g_fast - g_ref| / |g_ref| <= 1e-4 (a wrong term would exceed it by far).
-    One set, to keep the suite short."""
+    Greg gets 1e-3: the density regulariser is the L1 difference of densities at points 0.004 apart, a difference of
+    nearly equal numbers that magnifies rounding by |sigma| / |delta sigma| (3.2e-4 was measured). One set, to keep
+    the suite short."""
     fx = LossFixture(fixture_file("official/ffhq_k8_l10/loss.npz").parent)
     reference, fast = Replay(fx), Replay(fx, fast=True)
     for phase in PHASES:
+        rtol = 1e-3 if phase == "Greg" else 1e-4
         assert fast.grads[phase].keys() == reference.grads[phase].keys()
         diff_sq = sum(float((fast.grads[phase][name] - grad).double().square().sum())
                       for name, grad in reference.grads[phase].items())
-        assert math.sqrt(diff_sq) <= 1e-4 * math.sqrt(reference.sqsum[phase]), (phase, diff_sq, reference.sqsum[phase])
+        assert math.sqrt(diff_sq) <= rtol * math.sqrt(reference.sqsum[phase]), (phase, diff_sq, reference.sqsum[phase])
         for key, value in reference.stats[phase].items():
             np.testing.assert_allclose(np.asarray(fast.stats[phase][key], np.float64),
-                                       np.asarray(value, np.float64), rtol=2e-4, atol=1e-6, err_msg=f"{phase} {key}")
+                                       np.asarray(value, np.float64), rtol=rtol, atol=1e-6, err_msg=f"{phase} {key}")
 
 
 def test_reported_statistics(fx, replay):
