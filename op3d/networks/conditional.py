@@ -185,18 +185,9 @@ class ConditionalOrthoPlanesGenerator(OrthoPlanesGenerator):
             self._last_planes = planes
         origins, directions = self.camera_rays(c, neural_rendering_resolution)
         features, depth, sdf = self.render(planes, ws, origins, directions, real_conditions, renderer_draws)
-        n, r = ws.shape[0], neural_rendering_resolution
-        feature_image = features.permute(0, 2, 1).reshape(n, features.shape[-1], r, r).contiguous()
-        depth_image = depth.permute(0, 2, 1).reshape(n, 1, r, r)
-        rgb_image = feature_image[:, :3]
-        sr_kwargs = {k: v for k, v in synthesis_kwargs.items() if k != "noise_mode"}
-        image = self.superresolution(rgb_image, feature_image, ws,
-                                     noise_mode=self.settings.superresolution_noise_mode, **sr_kwargs)
-        out = {"image": image, "image_raw": rgb_image, "image_depth": depth_image, "sdf": sdf}
-        if return_planes or feature:
-            out["planes"] = planes
-            if feature:
-                out["ff"] = planes
+        out = self.assemble_outputs(features, depth, ws, neural_rendering_resolution, planes, return_planes,
+                                    feature, synthesis_kwargs)
+        out["sdf"] = sdf
         return out
 
     def sample(self, coordinates: torch.Tensor, directions: torch.Tensor, ws: torch.Tensor, c: torch.Tensor,

@@ -117,7 +117,14 @@ class PlaneGenerator(nn.Module):
         origins, directions = sample_rays(cam2world, intrinsics, neural_rendering_resolution)
         features, depth, _ = render_rays(lambda x, d: self.run_field(planes, x, d), origins, directions,
                                          self.settings, renderer_draws)
-        n, r = ws.shape[0], neural_rendering_resolution
+        return self.assemble_outputs(features, depth, ws, neural_rendering_resolution, planes,
+                                     return_planes, feature, synthesis_kwargs)
+
+    def assemble_outputs(self, features: torch.Tensor, depth: torch.Tensor, ws: torch.Tensor, resolution: int,
+                         planes: torch.Tensor, return_planes: bool, feature: bool, synthesis_kwargs: dict) -> dict:
+        """Rendered rays (features [B, r*r, C], depth [B, r*r, 1]) -> the synthesis dict: feature and depth
+        images, the super-resolved image, and the planes when asked (`return_planes`, or official `feature` as 'ff')."""
+        n, r = ws.shape[0], resolution
         feature_image = features.permute(0, 2, 1).reshape(n, features.shape[-1], r, r).contiguous()
         depth_image = depth.permute(0, 2, 1).reshape(n, 1, r, r)
         rgb_image = feature_image[:, :3]
