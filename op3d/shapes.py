@@ -18,7 +18,6 @@ from tqdm import tqdm
 
 from op3d.atomic import atomic_output
 from op3d.fast_paths import FAST
-from op3d.representation.grid_lookup import slab_structure
 
 
 @dataclass(frozen=True)
@@ -100,21 +99,15 @@ def extract_density(G, ws: torch.Tensor, resolution: int = 256, max_batch: int =
 
 
 def _density_by_slabs(G, planes: torch.Tensor, grid: ShapeGrid, progress: bool) -> np.ndarray:
-    """extract_density's shape_grid fast path: one z slab at a time, interpolating line by line (grid_lookup)
-    and decoding only the density; a slab without that structure takes the per-point lookup."""
+    """extract_density's shape_grid fast path: one z slab at a time, each plane group interpolated along z once
+    per slab (representation/grid_lookup.py), decoding only the density."""
     n_res = grid.resolution
-    sigma = np.empty((n_res, n_res, n_res), dtype=np.float32)
-    sample_slab = G.slab_sampler(planes)
+    by_slab = torch.empty(n_res, n_res * n_res, dtype=torch.float32, device=planes.device)  # [z, y * N + x]
+    lookup = G.slab_sampler(planes)
     for k in tqdm(range(n_res), desc="shape", unit="slab", disable=not progress, leave=False):
-        points = grid.slab(k, device=planes.device)
-        if slab_structure(points):
-            features = sample_slab(points).reshape(1, n_res * n_res, -1)
-            slab = G.decoder.sigma(features)
-        else:
-            flat = points.reshape(1, -1, 3)
-            slab = G.run_field(planes, flat, torch.zeros_like(flat))["sigma"]
-        sigma[:, :, k] = slab.view(n_res, n_res).t().float().cpu().numpy()
-    return sigma
+        features = lookup(grid.slab(k, device=planes.device).reshape(-1, 3))
+        by_slab[k] = G.decoder.sigma(features.unsqueeze(0)).view(-1)
+    return by_slab.view(n_res, n_res, n_res).permute(2, 1, 0).contiguous().cpu().numpy()
 
 
 def border_width(resolution: int) -> int:

@@ -17,10 +17,9 @@ from op3d.networks.superresolution import Superresolution
 from op3d.networks.synthesis import StyleGAN2Backbone
 from op3d.representation.decoder import OSGDecoder
 from op3d.fast_paths import FAST
-from op3d.representation.orthoplanes import (pad_orthoplanes, sample_orthoplanes, sample_orthoplanes_mean,
-                                             sample_orthoplanes_slab)
-from op3d.representation.triplanes import (pad_triplanes, sample_triplanes, sample_triplanes_mean,
-                                           sample_triplanes_slab)
+from op3d.representation.orthoplanes import (orthoplane_slab_lookup, sample_orthoplanes,
+                                             sample_orthoplanes_mean)
+from op3d.representation.triplanes import sample_triplanes, sample_triplanes_mean, triplane_slab_lookup
 from op3d.rendering.rays import sample_rays
 from op3d.rendering.renderer import RendererDraws, render_rays
 from op3d.rendering.settings import RenderingKwargsView, RenderingSettings
@@ -41,7 +40,7 @@ class PlaneGenerator(nn.Module):
 
     Subclasses define `backbone`, `compute_planes(ws, **kw)`, `sample_features(planes, coordinates)` (features
     per group, the reference lookup), `sample_mean_features(planes, coordinates)` (their mean, fast path) and
-    `slab_sampler(planes)` (a function: points [J, I, 3] of one shape-grid slab -> their mean, fast path)."""
+    `slab_sampler(planes)` (a function: points [M, 3] of one shape-grid slab -> their mean [M, C], fast path)."""
 
     def __init__(self, z_dim: int, c_dim: int, w_dim: int, img_resolution: int, img_channels: int,
                  sr_num_fp16_res: int = 0, rendering_kwargs: dict | None = None, sr_kwargs: dict | None = None,
@@ -205,9 +204,7 @@ class OrthoPlanesGenerator(PlaneGenerator):
         return sample_orthoplanes_mean(planes, coordinates, self.settings.box_warp, self.settings.plane_projection)
 
     def slab_sampler(self, planes: torch.Tensor):
-        padded = pad_orthoplanes(planes)
-        return lambda points: sample_orthoplanes_slab(planes, points, self.settings.box_warp,
-                                                      self.settings.plane_projection, padded)
+        return orthoplane_slab_lookup(planes, self.settings.box_warp, self.settings.plane_projection)
 
     def sample(self, coordinates: torch.Tensor, directions: torch.Tensor, ws: torch.Tensor, c: torch.Tensor = None,
                truncation_psi: float = 1, truncation_cutoff: int | None = None, update_emas: bool = False,
@@ -256,9 +253,7 @@ class TriPlaneGenerator(PlaneGenerator):
         return sample_triplanes_mean(planes, coordinates, self.settings.box_warp, self.settings.plane_projection)
 
     def slab_sampler(self, planes: torch.Tensor):
-        padded = pad_triplanes(planes)
-        return lambda points: sample_triplanes_slab(planes, points, self.settings.box_warp,
-                                                    self.settings.plane_projection, padded)
+        return triplane_slab_lookup(planes, self.settings.box_warp, self.settings.plane_projection)
 
     def sample(self, coordinates: torch.Tensor, directions: torch.Tensor, z: torch.Tensor, c: torch.Tensor,
                truncation_psi: float = 1, truncation_cutoff: int | None = None, update_emas: bool = False,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from op3d.networks.layers import FullyConnectedLayer
@@ -34,11 +35,28 @@ class OSGDecoder(nn.Module):
         rgb = torch.sigmoid(x[..., 1:]) * (1 + 2 * 0.001) - 0.001
         return {"rgb": rgb, "sigma": x[..., 0:1]}
 
-    def sigma(self, x: torch.Tensor) -> torch.Tensor:
-        """Only the density output of decode_mean (shape extraction): x [B, M, C] -> sigma [B, M, 1]."""
+    def sigma(self, x: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
+        """Only the density output of decode_mean (shape extraction): x [B, M, C] -> sigma [B, M, 1].
+
+        The same layer arithmetic as `net`, with the effective weights computed once and the rows taken in
+        chunks of `chunk`, so that the hidden activations stay in cache."""
         n, m, c = x.shape
-        hidden = self.net[:-1](x.reshape(n * m, c))
-        last = self.net[-1]
-        w = last.weight[:1].to(hidden.dtype) * last.weight_gain
-        b = last.bias[:1].to(hidden.dtype) * last.bias_gain
-        return torch.addmm(b.unsqueeze(0), hidden, w.t()).view(n, m, 1)
+        rows = x.reshape(n * m, c)
+        layers = [self._effective(layer, x.dtype) for layer in self.net if isinstance(layer, FullyConnectedLayer)]
+        w_last, b_last = layers.pop()
+        w_last, b_last = w_last[:1], b_last[:1]
+        out = torch.empty(n * m, 1, dtype=x.dtype, device=x.device)
+        for start in range(0, n * m, chunk):
+            hidden = rows[start:start + chunk]
+            for w, b in layers:
+                hidden = F.softplus(torch.addmm(b.unsqueeze(0), hidden, w.t()))
+            torch.addmm(b_last.unsqueeze(0), hidden, w_last.t(), out=out[start:start + chunk])
+        return out.view(n, m, 1)
+
+    @staticmethod
+    def _effective(layer: FullyConnectedLayer, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """The weight and bias a linear FullyConnectedLayer applies (its forward's arithmetic)."""
+        if layer.activation != "linear" or layer.bias is None:
+            raise ValueError("OSGDecoder.sigma expects linear fully connected layers with a bias")
+        b = layer.bias.to(dtype)
+        return layer.weight.to(dtype) * layer.weight_gain, (b * layer.bias_gain if layer.bias_gain != 1 else b)

@@ -29,7 +29,7 @@ def plane_rows(volumes: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
     return table, [volumes.stride(dim) // c for dim in range(5)]
 
 
-def _axis_corners(u: torch.Tensor, size: int, row_stride: int) -> tuple[torch.Tensor, torch.Tensor]:
+def axis_corners(u: torch.Tensor, size: int, row_stride: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Normalized coordinate u [...] -> (row offsets [..., 2], weights [..., 2]) of its two neighbours along an axis
     of `size` samples (align_corners=False); neighbours outside the axis get weight 0 (zero padding)."""
     pos = ((u + 1) * size - 1) / 2
@@ -51,10 +51,10 @@ def gather_group_mean(volumes: torch.Tensor, grid: torch.Tensor, interpolate_dep
     m = grid.shape[2]
     table, (sb, sg, sd, sh, sw) = plane_rows(volumes)
     grid = grid.to(table.dtype)
-    iw, ww = _axis_corners(grid[..., 0], w, sw)
-    ih, wh = _axis_corners(grid[..., 1], h, sh)
+    iw, ww = axis_corners(grid[..., 0], w, sw)
+    ih, wh = axis_corners(grid[..., 1], h, sh)
     if interpolate_depth:
-        idep, wdep = _axis_corners(grid[..., 2], d, sd)
+        idep, wdep = axis_corners(grid[..., 2], d, sd)
     else:
         idep = torch.zeros(b, g, m, 1, dtype=torch.long, device=grid.device)
         wdep = torch.ones(b, g, m, 1, dtype=table.dtype, device=grid.device)

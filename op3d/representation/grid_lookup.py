@@ -1,92 +1,133 @@
 """Fast plane lookup on a shape-grid slab: all points with the same z index (an N x N sheet of the grid).
 
-On such a slab a plane group's three lookup axes read world x, y and z, and the shape grid makes z constant over
-the slab and y constant along each grid line j (also for the official float32 grid, whose x carries fractional
-offsets). So each group is interpolated one axis at a time: the z axis once per slab, the y axis once per line,
-and only the x axis per point, two taps each, instead of eight corners with their weights per point. The order
-of the three linear interpolations differs from grid_sample's, nothing else (same float32 texel positions).
-`slab_structure` checks the constancy on the actual points; callers fall back to the per-point lookup otherwise.
+z is constant over a slab (also on the official float32 grid, whose x and y carry fractional offsets). So every
+lookup axis that reads z is interpolated once per slab, which reduces each plane group by one dimension: an
+orthoplane group becomes a 2-D image (the XY group: its two planes around z blended; the YZ and ZX groups: one
+line of every plane blended), a tri-plane that reads z becomes a line. The reduced images of all groups are rows of
+one table, and each point's remaining corners (4 per orthoplane group, 4 or 2 per tri-plane) are gathered in one
+weighted row sum (`embedding_bag`) that also takes the group mean: 12 rows per point instead of 24.
+
+Same function as the per-point trilinear lookup (align_corners=False, zero padding, grid_sample's float32 texel
+positions from the same float32 normalized coordinates); only the order of the linear interpolations differs, so
+results agree to rounding (float64: 1e-15).
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 
 
-def slab_structure(points: torch.Tensor) -> bool:
-    """points [J, I, 3] (one slab, lines j of points i) -> True if z is constant and y constant along each line."""
-    return bool((points[..., 2] == points[0, 0, 2]).all() and (points[..., 1] == points[:, :1, 1]).all())
-
-
-def _texel_position(u: torch.Tensor, size: int) -> torch.Tensor:
+def _texel_position(u: torch.Tensor, size) -> torch.Tensor:
     """Normalized coordinate -> texel position, grid_sample's align_corners=False rule (float32 like it)."""
     return ((u + 1) * size - 1) / 2
 
 
-def pad_volume(volume: torch.Tensor, interpolate_depth: bool = True) -> torch.Tensor:
-    """volume [D, H, W, C] -> [D + 2, H + 2, W + 2, C] with a border of zero texels (D unpadded for tri-planes),
-    so that interpolation needs no masks: a neighbour outside the plane reads zero, as grid_sample's zero
-    padding does."""
-    pad = [0, 0, 1, 1, 1, 1] + ([1, 1] if interpolate_depth else [0, 0])
-    return torch.nn.functional.pad(volume, pad)
+class SlabLookup:
+    """Group-mean lookup of one shape-grid slab after another, for one set of planes.
 
+    volumes [G, D, H, W, C] (any strides). sources[g]: for each lookup axis of group g (W, H, then D), the world
+    axis it reads (0 = x, 1 = y, 2 = z) and the scale from world to normalized coordinates (the float32 product
+    the reference lookup computes). interpolate_depth=False: tri-planes (D = 1, bilinear in the d = 0 slice;
+    sources give W and H only).
 
-def _neighbours(u: torch.Tensor, size: int):
-    """Lower neighbour index in a zero-bordered axis of `size` texels (clamped to the border) and the fraction."""
-    pos = _texel_position(u, size)
-    lower = torch.floor(pos)
-    frac = pos - lower
-    return (lower.long() + 1).clamp(0, size + 1), (lower.long() + 2).clamp(0, size + 1), frac
+    Each group's reduced image is stored with one zero texel before and two after every axis, so corners outside
+    the plane read zero without masks (grid_sample's zero padding) and the upper corner index stays in range.
+    Groups that do not read z are copied into the table once; the others are blended into it per slab."""
 
+    def __init__(self, volumes: torch.Tensor, sources, interpolate_depth: bool = True):
+        n_groups, depth, height, width, channels = volumes.shape
+        n_axes = 3 if interpolate_depth else 2
+        if len(sources) != n_groups or any(len(group) != n_axes for group in sources):
+            raise ValueError(f"sources needs {n_axes} (world axis, scale) pairs for each of {n_groups} groups")
+        self.sizes = (width, height, depth)
+        volumes = volumes if interpolate_depth else volumes[:, 0]
+        self.volumes, self.blends, self.groups = [], [], []
+        per_point = []  # (world axis, scale, size, row stride) of every axis interpolated per point
+        rows = corners = 0
+        for g, group in enumerate(sources):
+            z_axes = [axis for axis, (world, _) in enumerate(group) if world == 2]
+            if len(z_axes) > 1:
+                raise ValueError(f"group {g} reads z on more than one axis: {group}")
+            if z_axes:  # blended once per slab: a contiguous copy makes those reads sequential
+                self.blends.append((g, z_axes[0], group[z_axes[0]][1]))
+            self.volumes.append(volumes[g].contiguous() if z_axes else volumes[g])
+            remaining = [axis for axis in range(n_axes) if axis not in z_axes]
+            bordered = [self.sizes[axis] + 3 for axis in remaining]
+            first = len(per_point)
+            per_point += [(*group[axis], self.sizes[axis], math.prod(bordered[:n])) for n, axis in enumerate(remaining)]
+            self.groups.append((rows, corners, range(first, len(per_point)), bordered[::-1], remaining))
+            rows += math.prod(bordered)
+            corners += 2 ** len(remaining)
+        self.corners_per_point = corners
+        self.strides = [stride for *_, stride in per_point]
+        device = volumes.device
+        self.axis_world = torch.tensor([world for world, *_ in per_point], device=device)
+        self.axis_scales = torch.tensor([[scale] for _, scale, *_ in per_point], dtype=volumes.dtype, device=device)
+        self.axis_sizes = torch.tensor([[size] for _, _, size, _ in per_point], dtype=volumes.dtype, device=device)
+        self.axis_strides = torch.tensor([[stride] for *_, stride in per_point], dtype=torch.int32, device=device)
+        self.table = volumes.new_zeros(rows, channels)
+        blended = {g for g, _, _ in self.blends}
+        for g in range(n_groups):
+            if g not in blended:
+                self._interior(g).copy_(self.volumes[g])
 
-def _lerp_constant(t: torch.Tensor, dim: int, u: torch.Tensor, size: int) -> torch.Tensor:
-    """Interpolate axis `dim` of t at one coordinate (0-d tensor): the axis disappears."""
-    lo, hi, frac = _neighbours(u, size)
-    return torch.lerp(t.select(dim, int(lo)), t.select(dim, int(hi)), frac)
+    def _interior(self, g: int) -> torch.Tensor:
+        """The texels of group g's reduced image inside the table (a view without the zero border)."""
+        start, _, _, shape, remaining = self.groups[g]
+        image = self.table[start:start + math.prod(shape)].view(*shape, -1)
+        return image[tuple(slice(1, 1 + self.sizes[axis]) for axis in reversed(remaining))]
 
+    def _blend(self, g: int, z_axis: int, u: torch.Tensor) -> None:
+        """Interpolate group g along lookup axis z_axis at the normalized coordinate u (0-d) into its table rows."""
+        volume = self.volumes[g]
+        dim = volume.ndim - 2 - z_axis  # W is the second-last dim, H before it, D first
+        size = self.sizes[z_axis]
+        lower = torch.floor(_texel_position(u, size))
+        frac = _texel_position(u, size) - lower
+        low, high = int(lower), int(lower) + 1
+        out = self._interior(g)
+        if 0 <= low and high < size:
+            torch.lerp(volume.select(dim, low), volume.select(dim, high), frac, out=out)
+        elif 0 <= low < size:
+            torch.mul(volume.select(dim, low), 1 - frac, out=out)
+        elif 0 <= high < size:
+            torch.mul(volume.select(dim, high), frac, out=out)
+        else:
+            out.zero_()
 
-def _lerp_lines(t: torch.Tensor, dim: int, u: torch.Tensor, size: int) -> torch.Tensor:
-    """Interpolate axis `dim` of t at J coordinates u [J]: the axis is replaced by a leading line axis J."""
-    lo, hi, frac = _neighbours(u, size)
-    shape = [-1] + [1] * (t.ndim - 1)
-    return torch.lerp(t.index_select(dim, lo).movedim(dim, 0), t.index_select(dim, hi).movedim(dim, 0),
-                      frac.view(shape))
-
-
-def _lerp_points(t: torch.Tensor, u: torch.Tensor, size: int) -> torch.Tensor:
-    """t [J, L, C] (one axis of L texels per line), u [J, I] -> [J, I, C]."""
-    lo, hi, frac = _neighbours(u, size)
-    j, length, c = t.shape
-    rows = t.reshape(j * length, c)
-    line_start = (torch.arange(j, device=t.device) * length).view(j, 1)
-    low = rows.index_select(0, (lo + line_start).reshape(-1))
-    high = rows.index_select(0, (hi + line_start).reshape(-1))
-    return torch.lerp(low, high, frac.reshape(-1, 1)).view(j, -1, c)
-
-
-def slab_group_sample(volume: torch.Tensor, grid: torch.Tensor, world_axes: tuple[int, int, int],
-                      interpolate_depth: bool = True) -> torch.Tensor:
-    """Trilinear samples of one group on one slab.
-
-    volume [D + 2, H + 2, W + 2, C] from pad_volume; grid [J, I, 3] normalized (u_W, u_H, u_D) of the slab's
-    points; world_axes: the world axis (0 = x, varies per point; 1 = y, per line; 2 = z, per slab) each of (W, H, D)
-    reads. interpolate_depth=False: tri-plane (D = 1, u_D ignored). Returns [J, I, C]."""
-    dims = {0: 2, 1: 1, 2: 0}  # lookup axis -> dim of `volume`
-    t = volume
-    if not interpolate_depth:
-        t = t[0]
-        dims = {0: 1, 1: 0}
-    sizes = {axis: t.shape[dim] - 2 for axis, dim in dims.items()}
-    by_world = {world_axes[axis]: axis for axis in dims}
-    if 2 in by_world:  # constant over the slab
-        axis = by_world[2]
-        t = _lerp_constant(t, dims[axis], grid[0, 0, axis], sizes[axis])
-        dims = {a: d - (d > dims[axis]) for a, d in dims.items() if a != axis}
-    if 1 in by_world:  # one coordinate per line
-        axis = by_world[1]
-        t = _lerp_lines(t, dims[axis], grid[:, 0, axis], sizes[axis])
-    else:  # no lookup axis reads y: the same texels for every line
-        t = t.unsqueeze(0).expand(grid.shape[0], *t.shape)
-    t = t.reshape(grid.shape[0], -1, t.shape[-1])
-    axis = by_world[0]
-    return _lerp_points(t, grid[..., axis], sizes[axis])
+    def __call__(self, points: torch.Tensor) -> torch.Tensor:
+        """points [M, 3] world coordinates of one slab (z constant) -> group-mean features [M, C]."""
+        # Normalized coordinates as the reference computes them: in the points' dtype, then the planes'.
+        z = points[:, 2]
+        if self.blends and not bool((z == z[0]).all()):
+            raise ValueError("SlabLookup needs points whose z is constant (one slab of the shape grid)")
+        for g, z_axis, scale in self.blends:
+            self._blend(g, z_axis, (z[0] * scale).to(self.table.dtype))
+        u = points.t().index_select(0, self.axis_world).mul_(self.axis_scales.to(points.dtype))
+        u = u.to(self.table.dtype)
+        # Both neighbours along every per-point axis: grid_sample's texel position, clamped so that points
+        # beyond the plane read two border texels.
+        position = torch.minimum(_texel_position(u, self.axis_sizes).clamp_(min=-1.0), self.axis_sizes)
+        lower = torch.floor(position)
+        upper_weight = position.sub_(lower)
+        lower_weight = 1 - upper_weight
+        row = lower.int().add_(1).mul_(self.axis_strides)
+        m = points.shape[0]
+        index = torch.empty(m, self.corners_per_point, dtype=torch.int32, device=points.device)
+        weight = torch.empty(m, self.corners_per_point, dtype=u.dtype, device=points.device)
+        for start, first, axes, _, _ in self.groups:
+            # Corner c of the group: bit n of c set = upper neighbour along its n-th per-point axis.
+            group_row = row[axes[0]] + start
+            offsets, weights = [0], [1 / len(self.groups)]
+            for n in axes:
+                if n != axes[0]:
+                    group_row += row[n]
+                offsets = offsets + [offset + self.strides[n] for offset in offsets]
+                weights = [w * lower_weight[n] for w in weights] + [w * upper_weight[n] for w in weights]
+            for corner, (offset, w) in enumerate(zip(offsets, weights), start=first):
+                torch.add(group_row, offset, out=index[:, corner])
+                weight[:, corner] = w
+        return F.embedding_bag(index, self.table, per_sample_weights=weight, mode="sum")

@@ -11,25 +11,30 @@ import torch
 import torch.nn.functional as F
 
 from op3d.representation.fused_lookup import gather_group_mean
-from op3d.representation.grid_lookup import pad_volume, slab_group_sample
+from op3d.representation.grid_lookup import SlabLookup
 
 # For each axis group: the world axes read as (grid width, grid height, plane stack) coordinates.
 GROUP_AXES = ((0, 1, 2), (1, 2, 0), (2, 0, 1))
 
 
-def group_coordinates(coordinates: torch.Tensor, box_warp: float, projection: str = "compat") -> torch.Tensor:
-    """World points [B, M, 3] -> normalized grid coordinates (u_W, u_H, u_D) per group: [B, 3, M, 3].
-
-    'compat' reproduces the official lookup, which scales only group 0 by 2 / box_warp (the released
-    checkpoints depend on it); 'consistent' scales all three groups."""
-    scaled = coordinates * (2 / box_warp)
+def group_sources(box_warp: float, projection: str = "compat") -> list[list[tuple[int, float]]]:
+    """For each group and each of its lookup axes (W, H, D): the world axis read and the scale from world to
+    normalized coordinates. 'compat' reproduces the official lookup, which scales only group 0 by 2 / box_warp
+    (the released checkpoints depend on it); 'consistent' scales all three groups."""
     if projection == "compat":
-        sources = (scaled, coordinates, coordinates)
+        scales = (2 / box_warp, 1.0, 1.0)
     elif projection == "consistent":
-        sources = (scaled, scaled, scaled)
+        scales = (2 / box_warp,) * 3
     else:
         raise ValueError(f"plane projection must be 'compat' or 'consistent', got {projection!r}")
-    return torch.stack([src[..., list(axes)] for src, axes in zip(sources, GROUP_AXES)], dim=1)
+    return [[(axis, scale) for axis in axes] for axes, scale in zip(GROUP_AXES, scales)]
+
+
+def group_coordinates(coordinates: torch.Tensor, box_warp: float, projection: str = "compat") -> torch.Tensor:
+    """World points [B, M, 3] -> normalized grid coordinates (u_W, u_H, u_D) per group: [B, 3, M, 3]."""
+    columns = [coordinates[..., axis] * scale for group in group_sources(box_warp, projection)
+               for axis, scale in group]
+    return torch.stack(columns, dim=-1).unflatten(-1, (3, 3)).movedim(-2, -3)
 
 
 def sample_orthoplanes(planes: torch.Tensor, coordinates: torch.Tensor, box_warp: float,
@@ -60,18 +65,7 @@ def sample_orthoplanes_mean(planes: torch.Tensor, coordinates: torch.Tensor, box
     return gather_group_mean(orthoplane_volumes(planes), grid)
 
 
-def sample_orthoplanes_slab(planes: torch.Tensor, points: torch.Tensor, box_warp: float,
-                            projection: str = "compat", padded: torch.Tensor | None = None) -> torch.Tensor:
-    """Shape-grid fast path of the group-mean lookup on one slab (see grid_lookup): planes [1, K, 3 * C, H, W],
-    points [J, I, 3] with z constant and y constant per line -> [J, I, C]. padded: pad_orthoplanes(planes)."""
-    j, i, _ = points.shape
-    volumes = pad_volume(orthoplane_volumes(planes)[0]) if padded is None else padded
-    grid = group_coordinates(points.reshape(1, -1, 3), box_warp, projection)[0].view(3, j, i, 3)
-    groups = [slab_group_sample(volumes[g], grid[g], GROUP_AXES[g]) for g in range(3)]
-    return groups[0].add_(groups[1]).add_(groups[2]).div_(3)
-
-
-def pad_orthoplanes(planes: torch.Tensor) -> torch.Tensor:
-    """planes [1, K, 3 * C, H, W] -> zero-bordered per-group volumes [3, K + 2, H + 2, W + 2, C] for
-    sample_orthoplanes_slab (computed once per shape)."""
-    return pad_volume(orthoplane_volumes(planes)[0])
+def orthoplane_slab_lookup(planes: torch.Tensor, box_warp: float, projection: str = "compat"):
+    """Shape-grid fast path of the group-mean lookup (see grid_lookup): planes [1, K, 3 * C, H, W] -> a function
+    of one slab's points [M, 3] (z constant) returning their group-mean features [M, C]."""
+    return SlabLookup(orthoplane_volumes(planes)[0], group_sources(box_warp, projection))

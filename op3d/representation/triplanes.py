@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from op3d.representation.fused_lookup import gather_group_mean
-from op3d.representation.grid_lookup import pad_volume, slab_group_sample
+from op3d.representation.grid_lookup import SlabLookup
 
 # World axes read as (grid width, grid height) by each plane.
 PLANE_AXES = {
@@ -21,12 +21,19 @@ PLANE_AXES = {
 }
 
 
-def plane_coordinates(coordinates: torch.Tensor, box_warp: float, projection: str = "compat") -> torch.Tensor:
-    """World points [B, M, 3] -> normalized (u_W, u_H) on each of the three planes: [B, 3, M, 2]."""
+def plane_sources(box_warp: float, projection: str = "compat") -> list[list[tuple[int, float]]]:
+    """For each plane and each of its lookup axes (W, H): the world axis read and the scale to normalized
+    coordinates."""
     if projection not in PLANE_AXES:
         raise ValueError(f"plane projection must be one of {sorted(PLANE_AXES)}, got {projection!r}")
-    scaled = coordinates * (2 / box_warp)
-    return torch.stack([scaled[..., list(axes)] for axes in PLANE_AXES[projection]], dim=1)
+    return [[(axis, 2 / box_warp) for axis in axes] for axes in PLANE_AXES[projection]]
+
+
+def plane_coordinates(coordinates: torch.Tensor, box_warp: float, projection: str = "compat") -> torch.Tensor:
+    """World points [B, M, 3] -> normalized (u_W, u_H) on each of the three planes: [B, 3, M, 2]."""
+    columns = [coordinates[..., axis] * scale for plane in plane_sources(box_warp, projection)
+               for axis, scale in plane]
+    return torch.stack(columns, dim=-1).unflatten(-1, (3, 2)).movedim(-2, -3)
 
 
 def sample_triplanes(planes: torch.Tensor, coordinates: torch.Tensor, box_warp: float,
@@ -49,18 +56,8 @@ def sample_triplanes_mean(planes: torch.Tensor, coordinates: torch.Tensor, box_w
     return gather_group_mean(volumes, F.pad(grid, [0, 1]), interpolate_depth=False)
 
 
-def pad_triplanes(planes: torch.Tensor) -> torch.Tensor:
-    """planes [1, 3, C, H, W] -> zero-bordered volumes [3, 1, H + 2, W + 2, C] for sample_triplanes_slab."""
-    return pad_volume(planes[0].permute(0, 2, 3, 1).unsqueeze(1), interpolate_depth=False)
-
-
-def sample_triplanes_slab(planes: torch.Tensor, points: torch.Tensor, box_warp: float,
-                          projection: str = "compat", padded: torch.Tensor | None = None) -> torch.Tensor:
-    """Shape-grid fast path of the plane-mean lookup on one slab (see grid_lookup): planes [1, 3, C, H, W],
-    points [J, I, 3] with z constant and y constant per line -> [J, I, C]. padded: pad_triplanes(planes)."""
-    j, i, _ = points.shape
-    volumes = pad_triplanes(planes) if padded is None else padded
-    grid = F.pad(plane_coordinates(points.reshape(1, -1, 3), box_warp, projection)[0], [0, 1]).view(3, j, i, 3)
-    groups = [slab_group_sample(volumes[g], grid[g], (*PLANE_AXES[projection][g], 2), interpolate_depth=False)
-              for g in range(3)]
-    return groups[0].add_(groups[1]).add_(groups[2]).div_(3)
+def triplane_slab_lookup(planes: torch.Tensor, box_warp: float, projection: str = "compat"):
+    """Shape-grid fast path of the plane-mean lookup (see grid_lookup): planes [1, 3, C, H, W] -> a function of
+    one slab's points [M, 3] (z constant) returning their plane-mean features [M, C]."""
+    return SlabLookup(planes[0].permute(0, 2, 3, 1).unsqueeze(1), plane_sources(box_warp, projection),
+                      interpolate_depth=False)
