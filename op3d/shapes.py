@@ -69,7 +69,8 @@ class ShapeGrid:
             ix, iy = (index // (n_res * n_res)).float(), (index // n_res % n_res).float()
         iz = (index % n_res).float()
         offset = float(self.voxel_origin[0])
-        return torch.stack([ix, iy, iz], dim=-1) * self.voxel_size + offset
+        # Axis-major memory ([3, ...] underneath): per-axis reads are contiguous (the slab lookup's).
+        return (torch.stack([ix, iy, iz]) * self.voxel_size + offset).movedim(0, -1)
 
 
 @torch.no_grad()

@@ -119,15 +119,18 @@ class SlabLookup:
         index = torch.empty(m, self.corners_per_point, dtype=torch.int32, device=points.device)
         weight = torch.empty(m, self.corners_per_point, dtype=u.dtype, device=points.device)
         for start, first, axes, _, _ in self.groups:
-            # Corner c of the group: bit n of c set = upper neighbour along its n-th per-point axis.
+            # Corner c of the group: bit n of c set = upper neighbour along its n-th per-point axis. The factors
+            # of all but the last axis are multiplied first, the last one while writing the weights.
             group_row = row[axes[0]] + start
-            offsets, weights = [0], [1 / len(self.groups)]
+            offsets, factors = [0], [1 / len(self.groups)]
             for n in axes:
                 if n != axes[0]:
                     group_row += row[n]
                 offsets = offsets + [offset + self.strides[n] for offset in offsets]
-                weights = [w * lower_weight[n] for w in weights] + [w * upper_weight[n] for w in weights]
-            for corner, (offset, w) in enumerate(zip(offsets, weights), start=first):
+            for n in axes[:-1]:
+                factors = [f * lower_weight[n] for f in factors] + [f * upper_weight[n] for f in factors]
+            last = [lower_weight[axes[-1]]] * len(factors) + [upper_weight[axes[-1]]] * len(factors)
+            for corner, (offset, factor, last_factor) in enumerate(zip(offsets, factors * 2, last), start=first):
                 torch.add(group_row, offset, out=index[:, corner])
-                weight[:, corner] = w
+                torch.mul(last_factor, factor, out=weight[:, corner])
         return F.embedding_bag(index, self.table, per_sample_weights=weight, mode="sum")
