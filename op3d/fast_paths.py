@@ -22,8 +22,9 @@ class FastPaths:
     """Which fast paths are on (process-wide)."""
 
     fir: bool = True
-    """Separable polyphase FIR resampling (upfirdn2d) from strided slices instead of a depthwise 2-D convolution
-    over a zero-stuffed copy."""
+    """FIR resampling (upfirdn2d): up-sampling by separable polyphase filtering from strided slices instead of a
+    depthwise 2-D convolution over a zero-stuffed copy; filtering without up-sampling on channels-last tensors as
+    a depthwise convolution read in that layout (oneDNN's native one)."""
     channels_last: bool = True
     """Run the StyleGAN2 convolutions (backbone and superresolution) in channels-last memory layout."""
     plane_gemm: bool = True
@@ -33,8 +34,12 @@ class FastPaths:
     """Feature lookup of all plane groups as one weighted row gather (embedding_bag) from planes stored
     channels-last, returning the group mean the decoder needs; the reference is one grid_sample per group."""
     shape_grid: bool = True
-    """Shape extraction on tensor-product grids: planes resampled once per grid line and the decoder's first layer
-    applied before interpolation (both linear), instead of a lookup per point."""
+    """Shape extraction slab by slab (fixed z): each plane group interpolated along z once per slab, the remaining
+    corners of every point gathered in one weighted row sum, density-only decoding in cache-sized chunks; the
+    reference runs the generator's lookup and decoder per chunk of points."""
+    inplace_act: bool = True
+    """bias + activation + gain + clamp (bias_act) in place on one new tensor when no gradient is recorded,
+    instead of a new tensor per step (bitwise the same values, fewer allocations and memory passes)."""
 
 
 FAST = FastPaths()

@@ -77,6 +77,46 @@ def test_fir_resampling_matches_reference(dtype):
         torch.testing.assert_close(ops.upsample2d(x, f), ref, rtol=0, atol=1e-6)
 
 
+def test_channels_last_filtering_runs_depthwise_and_matches_reference():
+    """Filtering without up-sampling on channels-last tensors (the depthwise-convolution branch of `fir`)."""
+    torch.manual_seed(4)
+    f = ops.setup_filter()
+    checked = 0
+    for down, pad, flip, gain in itertools.product([1, 2], [0, 1, [2, 1, 2, 1], [-1, 2, 0, -1]], [False, True], [1, 4]):
+        x = torch.randn(2, 5, 9, 8).contiguous(memory_format=torch.channels_last)
+        with fast_paths.reference():
+            ref = ops.upfirdn2d(x, f, 1, down, pad, flip, gain)
+        fast = ops.upfirdn2d(x, f, 1, down, pad, flip, gain)
+        assert fast.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(fast, ref, rtol=0, atol=1e-6)
+        checked += 1
+    assert checked == 32
+
+
+@pytest.mark.parametrize("act,bias,gain,clamp", [("lrelu", True, None, 256), ("lrelu", False, 2.0, 0.5),
+                                                 ("relu", True, None, None), ("linear", True, 1.0, 1.0),
+                                                 ("linear", False, 1.0, None), ("sigmoid", True, 3.0, 0.7),
+                                                 ("softplus", False, None, 0.3)])
+def test_inplace_bias_act_is_bitwise_the_reference(act, bias, gain, clamp):
+    torch.manual_seed(5)
+    x = torch.randn(2, 6, 5, 4).contiguous(memory_format=torch.channels_last) * 3
+    b = torch.randn(6) if bias else None
+    with fast_paths.reference():
+        ref = ops.bias_act(x, b, act=act, gain=gain, clamp=clamp)
+    kept = x.clone()
+    with torch.no_grad():
+        fast = ops.bias_act(x, b, act=act, gain=gain, clamp=clamp)
+    assert torch.equal(fast, ref) and torch.equal(x, kept)  # overwrite=False leaves the input alone
+    with torch.no_grad():
+        fast = ops.bias_act(x, b, act=act, gain=gain, clamp=clamp, overwrite=True)
+    assert torch.equal(fast, ref)
+    leaf = kept.clone().requires_grad_(True)  # recorded gradients: the plain path, input untouched
+    out = ops.bias_act(leaf, b, act=act, gain=gain, clamp=clamp, overwrite=True)
+    assert torch.equal(out.detach(), ref) and torch.equal(leaf.detach(), kept)
+    out.sum().backward()
+    assert leaf.grad is not None
+
+
 def test_non_separable_filter_takes_the_reference_path():
     f = torch.tensor([[1.0, 2.0], [3.0, 5.0]])
     assert ops.separable_taps(f) is None
@@ -113,6 +153,16 @@ def test_plane_gemm_matches_repeated_torgb():
     fast = layer.forward_planes(x, w)
     assert fast.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(fast, ref, rtol=0, atol=1e-5)
+
+
+def test_fused_lookup_far_outside_the_planes_reads_zero():
+    torch.manual_seed(6)
+    planes = torch.randn(1, 3, 3 * 4, 6, 5)
+    coords = torch.cat([torch.rand(1, 50, 3) * 200 - 100, torch.rand(1, 50, 3) * 1.2 - 0.6], dim=1)
+    ref = orthoplanes.sample_orthoplanes(planes, coords, 1.0).mean(1)
+    fast = orthoplanes.sample_orthoplanes_mean(planes, coords, 1.0)
+    torch.testing.assert_close(fast, ref, rtol=0, atol=1e-6)
+    assert fast[:, :50].abs().max() < 1e-6 < fast[:, 50:].abs().max()
 
 
 def test_fused_orthoplane_lookup_matches_grid_sample_with_gradients():

@@ -25,19 +25,42 @@ ACTIVATIONS = {
 
 
 def bias_act(x: torch.Tensor, b: torch.Tensor | None = None, act: str = "linear", gain: float | None = None,
-             clamp: float | None = None, dim: int = 1) -> torch.Tensor:
+             clamp: float | None = None, dim: int = 1, overwrite: bool = False) -> torch.Tensor:
     """y = clamp(act(x + b) * gain, -clamp, clamp); `b` is broadcast along `dim`. gain None = the activation's
-    default gain (sqrt(2) for lrelu/relu, 1 otherwise)."""
+    default gain (sqrt(2) for lrelu/relu, 1 otherwise). overwrite=True: x is a fresh intermediate the caller no
+    longer needs, which the in-place fast path may reuse for the result."""
     func, default_gain = ACTIVATIONS[act]
+    gain = default_gain if gain is None else float(gain)
+    clamp = clamp if clamp is not None and clamp >= 0 else None
+    if FAST.inplace_act and not (torch.is_grad_enabled() and (x.requires_grad or (b is not None and b.requires_grad))):
+        return _bias_act_inplace(x, b, act, gain, clamp, dim, overwrite)
     if b is not None:
         shape = [-1 if i == dim else 1 for i in range(x.ndim)]
         x = x + b.reshape(shape)
     x = func(x)
-    gain = default_gain if gain is None else float(gain)
     if gain != 1:
         x = x * gain
-    if clamp is not None and clamp >= 0:
+    if clamp is not None:
         x = x.clamp(-clamp, clamp)
+    return x
+
+
+_INPLACE_ACTIVATIONS = {"linear": lambda x: x, "relu": F.relu_, "lrelu": lambda x: F.leaky_relu_(x, 0.2)}
+
+
+def _bias_act_inplace(x, b, act, gain, clamp, dim, overwrite):
+    """bias_act without recorded gradients: the first step makes the one new tensor (none if x may be
+    overwritten), the others run in place."""
+    if b is not None:
+        b = b.reshape([-1 if i == dim else 1 for i in range(x.ndim)])
+        x = x.add_(b) if overwrite else x + b
+    elif not overwrite and (act in ("relu", "lrelu") or gain != 1 or clamp is not None):
+        x = x.clone(memory_format=torch.preserve_format)
+    x = _INPLACE_ACTIVATIONS[act](x) if act in _INPLACE_ACTIVATIONS else ACTIVATIONS[act][0](x)
+    if gain != 1:
+        x = x.mul_(gain)
+    if clamp is not None:
+        x = x.clamp_(-clamp, clamp)
     return x
 
 
@@ -65,6 +88,8 @@ def upfirdn2d(x: torch.Tensor, f: torch.Tensor | None, up: int = 1, down: int = 
     if f is None:
         f = torch.ones([1, 1], dtype=torch.float32, device=x.device)
     px0, px1, py0, py1 = _pad4(padding)
+    if FAST.fir and up == 1 and x.ndim == 4 and x.shape[1] > 1 and x.is_contiguous(memory_format=torch.channels_last):
+        return _filter_depthwise(x, f, down, px0, px1, py0, py1, flip_filter, gain)
     if FAST.fir and (up == 1 or down == 1):
         taps = separable_taps(f)
         if taps is not None:
@@ -159,6 +184,19 @@ def _fir_1d(x: torch.Tensor, taps: list[float], dim: int, up: int, down: int, pa
         index[dim] = slice(phase, None, up)
         result[tuple(index)] = out
     return result
+
+
+def _filter_depthwise(x, f, down, px0, px1, py0, py1, flip_filter, gain):
+    """upfirdn2d without up-sampling as one strided depthwise convolution (the reference's kernel and padding, no
+    zero-stuffed copy), for channels-last x: oneDNN runs it in that layout directly."""
+    c = x.shape[1]
+    f = (f * (gain ** (f.ndim / 2))).to(x.dtype)
+    if not flip_filter:
+        f = f.flip(list(range(f.ndim)))
+    f = f.view(1, 1, *f.shape[-2:]).expand(c, 1, -1, -1)
+    if px0 == px1 and py0 == py1 and px0 >= 0 and py0 >= 0:
+        return F.conv2d(x, f, stride=down, padding=[py0, px0], groups=c)
+    return F.conv2d(F.pad(x, [px0, px1, py0, py1]), f, stride=down, groups=c)
 
 
 def _upfirdn2d_reference(x, f, up, down, px0, px1, py0, py1, flip_filter, gain):

@@ -69,7 +69,8 @@ class SynthesisLayer(nn.Module):
                              resample_filter=self.resample_filter, flip_weight=(self.up == 1),
                              fused_modconv=fused_modconv)
         clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
-        return bias_act(x, self.bias.to(x.dtype), act=self.activation, gain=self.act_gain * gain, clamp=clamp)
+        return bias_act(x, self.bias.to(x.dtype), act=self.activation, gain=self.act_gain * gain, clamp=clamp,
+                        overwrite=True)  # x: the convolution's new output
 
 
 class ToRGBLayer(nn.Module):
@@ -94,7 +95,7 @@ class ToRGBLayer(nn.Module):
     def forward(self, x: torch.Tensor, w: torch.Tensor, fused_modconv: bool = True) -> torch.Tensor:
         styles = self.affine(w) * self.weight_gain
         x = modulated_conv2d(x, self.weight, styles, demodulate=False, fused_modconv=fused_modconv)
-        return bias_act(x, self.bias.to(x.dtype), clamp=self.conv_clamp)
+        return bias_act(x, self.bias.to(x.dtype), clamp=self.conv_clamp, overwrite=True)
 
     def forward_planes(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """forward(x repeated K times, w) for K styles of the same features, as one batched matrix product (the
@@ -106,7 +107,7 @@ class ToRGBLayer(nn.Module):
         weight = self.weight.reshape(self.out_channels, c_in) * styles.reshape(n, k, 1, c_in)
         pixels = x.permute(0, 2, 3, 1).reshape(n, 1, h * width, c_in)
         y = torch.matmul(pixels, weight.to(x.dtype).transpose(-1, -2))
-        y = bias_act(y, self.bias.to(y.dtype), clamp=self.conv_clamp, dim=3)
+        y = bias_act(y, self.bias.to(y.dtype), clamp=self.conv_clamp, dim=3, overwrite=True)
         return y.view(n * k, h, width, self.out_channels).permute(0, 3, 1, 2)
 
 

@@ -29,15 +29,15 @@ def plane_rows(volumes: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
     return table, [volumes.stride(dim) // c for dim in range(5)]
 
 
-def axis_corners(u: torch.Tensor, size: int, row_stride: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Normalized coordinate u [...] -> (row offsets [..., 2], weights [..., 2]) of its two neighbours along an axis
+def axis_corners(u: torch.Tensor, size: int, row_stride: int, index_dtype=torch.long) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalized coordinate u [...] -> (row offsets [2, ...], weights [2, ...]) of its two neighbours along an axis
     of `size` samples (align_corners=False); neighbours outside the axis get weight 0 (zero padding)."""
     pos = ((u + 1) * size - 1) / 2
     lower = torch.floor(pos)
     frac = pos - lower
-    lower = lower.long()
-    index = torch.stack([lower, lower + 1], dim=-1)
-    weight = torch.stack([1 - frac, frac], dim=-1)
+    lower = lower.clamp(-2, size).to(index_dtype)  # farther out: both neighbours still outside (weight 0)
+    index = torch.stack([lower, lower + 1])
+    weight = torch.stack([1 - frac, frac])
     inside = (index >= 0) & (index < size)
     weight = weight * inside.to(weight.dtype)
     return index.clamp(0, size - 1) * row_stride, weight
@@ -51,19 +51,22 @@ def gather_group_mean(volumes: torch.Tensor, grid: torch.Tensor, interpolate_dep
     m = grid.shape[2]
     table, (sb, sg, sd, sh, sw) = plane_rows(volumes)
     grid = grid.to(table.dtype)
-    iw, ww = axis_corners(grid[..., 0], w, sw)
-    ih, wh = axis_corners(grid[..., 1], h, sh)
+    index_dtype = torch.int32 if table.shape[0] < 2 ** 31 else torch.long  # half the index traffic
+    iw, ww = axis_corners(grid[..., 0], w, sw, index_dtype)
+    ih, wh = axis_corners(grid[..., 1], h, sh, index_dtype)
     if interpolate_depth:
-        idep, wdep = axis_corners(grid[..., 2], d, sd)
+        idep, wdep = axis_corners(grid[..., 2], d, sd, index_dtype)
     else:
-        idep = torch.zeros(b, g, m, 1, dtype=torch.long, device=grid.device)
-        wdep = torch.ones(b, g, m, 1, dtype=table.dtype, device=grid.device)
+        idep = torch.zeros(1, b, g, m, dtype=index_dtype, device=grid.device)
+        wdep = torch.ones(1, b, g, m, dtype=table.dtype, device=grid.device)
     base = (torch.arange(b, device=grid.device) * sb).view(b, 1, 1) + (torch.arange(g, device=grid.device) * sg).view(1, g, 1)
-    index = (base[..., None, None, None] + idep[..., :, None, None] + ih[..., None, :, None]
-             + iw[..., None, None, :])
-    weight = wdep[..., :, None, None] * wh[..., None, :, None] * ww[..., None, None, :] * (1 / g)
-    corners = g * index.shape[-3] * 4
-    index = index.permute(0, 2, 1, 3, 4, 5).reshape(b * m, corners)
-    weight = weight.permute(0, 2, 1, 3, 4, 5).reshape(b * m, corners)
+    base = base.to(index_dtype)
+    # Corner-major [depth, h, w, B, G, M] first (M innermost: broadcasting vectorizes along the points), then one
+    # copy into the point-major [B * M, corners] layout the gather reads.
+    index = (idep + base)[:, None, None] + (ih[:, None] + iw[None, :])[None]
+    weight = wdep[:, None, None] * (wh[:, None] * ww[None, :] * (1 / g))[None]
+    corners = g * index.shape[0] * 4
+    index = index.permute(3, 5, 4, 0, 1, 2).reshape(b * m, corners)
+    weight = weight.permute(3, 5, 4, 0, 1, 2).reshape(b * m, corners)
     out = F.embedding_bag(index, table, per_sample_weights=weight, mode="sum")
     return out.view(b, m, c)
