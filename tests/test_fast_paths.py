@@ -233,6 +233,17 @@ def test_shape_grid_fast_path_matches_reference(cls, resolution, compat):
     assert_matches("density", fast, ref)
 
 
+def test_shape_grid_workers_give_the_same_volume():
+    """Slabs spread over worker threads (one intra-op thread each) give bitwise the sequential result, and the
+    thread setting is restored."""
+    G = small_generator(seed=2)
+    ws = G.mapping(torch.randn(1, 8), torch.zeros(1, 25))
+    threads = torch.get_num_threads()
+    one = extract_density(G, ws, 20, workers=1)
+    three = extract_density(G, ws, 20, workers=3)
+    assert np.array_equal(one, three) and torch.get_num_threads() == threads
+
+
 @pytest.mark.parametrize("resolution,compat", [(32, True), (24, False), (40, True), (7, True)])
 @pytest.mark.parametrize("projection", ["compat", "consistent"])
 def test_slab_lookup_is_the_trilinear_lookup(resolution, compat, projection):
