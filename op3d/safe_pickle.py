@@ -198,16 +198,27 @@ ALLOWED_GLOBALS: types.MappingProxyType = types.MappingProxyType({
 """Every global a pickle may reference (``'module.name'``) and the object it resolves to; all others are refused."""
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
+class AllowListMixin:
+    """The two hooks of a restricted unpickler: only the globals in `allowed` ('module.name' -> object) resolve,
+    persistent ids never do. `refusal` says where the name is missing ("is not allowed in a pose file"), `hint`
+    is added to that error. Mix in before pickle.Unpickler (or the pure-Python pickle._Unpickler)."""
+
+    allowed: dict = {}
+    refusal = "is not on op3d's allow-list"
+    hint = ""
+
     def find_class(self, module, name):
         try:
-            return ALLOWED_GLOBALS[f"{module}.{name}"]
+            return self.allowed[f"{module}.{name}"]
         except KeyError:
-            raise UnsafePickleError(
-                f"global '{module}.{name}' is not on op3d's allow-list and was not executed") from None
+            raise UnsafePickleError(f"global '{module}.{name}' {self.refusal} and was not executed{self.hint}") from None
 
     def persistent_load(self, pid):
-        raise UnsafePickleError("persistent ids are not on op3d's allow-list and were not resolved")
+        raise UnsafePickleError(f"persistent ids {self.refusal.replace('is ', 'are ', 1)} and were not resolved")
+
+
+class _RestrictedUnpickler(AllowListMixin, pickle.Unpickler):
+    allowed = ALLOWED_GLOBALS
 
 
 def load_pickle(path_or_file: str | os.PathLike | io.BufferedIOBase) -> object:

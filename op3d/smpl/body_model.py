@@ -25,7 +25,7 @@ import numpy as np
 import scipy.sparse
 import torch
 
-from op3d.safe_pickle import ALLOWED_GLOBALS, UnsafePickleError
+from op3d.safe_pickle import ALLOWED_GLOBALS, AllowListMixin, UnsafePickleError
 
 __all__ = ["SMPL_FILE_NAMES", "SMPL_PICKLE_GLOBALS", "SMPLModel", "SMPLModelError", "find_smpl_file", "load_smpl_model",
            "read_smpl_pickle", "smpl_candidates"]
@@ -249,16 +249,9 @@ SMPL_PICKLE_GLOBALS = {
 """Every global an SMPL pickle may reference and what it resolves to; all others are refused."""
 
 
-class _SMPLUnpickler(pickle.Unpickler):
-    def find_class(self, module, name):
-        try:
-            return SMPL_PICKLE_GLOBALS[f"{module}.{name}"]
-        except KeyError:
-            raise UnsafePickleError(f"global '{module}.{name}' is not allowed in an SMPL model file and was not "
-                                    "executed") from None
-
-    def persistent_load(self, pid):
-        raise UnsafePickleError("persistent ids are not allowed in an SMPL model file")
+class _SMPLUnpickler(AllowListMixin, pickle.Unpickler):
+    allowed = SMPL_PICKLE_GLOBALS
+    refusal = "is not allowed in an SMPL model file"
 
 
 def _resolve(value):

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from op3d.atomic import atomic_output
-from op3d.safe_pickle import ALLOWED_GLOBALS, UnsafePickleError
+from op3d.safe_pickle import ALLOWED_GLOBALS, AllowListMixin, UnsafePickleError
 from op3d.smpl.body_model import NUM_JOINTS, SMPL_PICKLE_GLOBALS, SMPLModel
 from op3d.smpl.lbs import axis_angle_to_matrix, canonical_frame, pose_condition, skin
 
@@ -100,24 +100,17 @@ _POSE_GLOBALS["_codecs.encode"] = SMPL_PICKLE_GLOBALS["_codecs.encode"]  # bytes
 _POSE_GLOBALS["joblib.numpy_pickle.NumpyArrayWrapper"] = _JoblibArrayHeader
 
 
-class _PoseUnpickler(pickle._Unpickler):
+class _PoseUnpickler(AllowListMixin, pickle._Unpickler):
     """Restricted unpickler (pure Python, so that joblib's raw array bytes can be read from the stream in place)."""
 
+    allowed = _POSE_GLOBALS
+    refusal = "is not allowed in a pose file"
+    hint = " (pose files hold numpy arrays, numbers, strings, lists and dicts)"
     dispatch = dict(pickle._Unpickler.dispatch)
 
     def __init__(self, file):
         super().__init__(file)
         self._stream = file
-
-    def find_class(self, module, name):
-        try:
-            return _POSE_GLOBALS[f"{module}.{name}"]
-        except KeyError:
-            raise UnsafePickleError(f"global '{module}.{name}' is not allowed in a pose file and was not executed "
-                                    "(pose files hold numpy arrays, numbers, strings, lists and dicts)") from None
-
-    def persistent_load(self, pid):
-        raise UnsafePickleError("persistent ids are not allowed in a pose file")
 
     def _build(self):
         pickle._Unpickler.load_build(self)
