@@ -102,6 +102,34 @@ def render_views(G, ws: torch.Tensor, yaw_offsets=OFFICIAL_YAW_OFFSETS, pitch_of
     return {name: np.concatenate(chunks) for name, chunks in results.items()}
 
 
+VIEW_FILE_SUFFIXES = (("image", "RGB"), ("image_raw", "raw"), ("image_depth", "depth"))
+
+
+def save_view_strips(G, ws: torch.Tensor, yaw_offsets, outdir, prefix: str, extra_images: bool = False,
+                     **render_kwargs) -> list[pathlib.Path]:
+    """Render one sample's views (render_views) and save each output as one horizontal strip of the views:
+    `<prefix>_RGB.png`, and with extra_images also `_raw` (the neural rendering) and `_depth`. Returns the paths."""
+    from PIL import Image
+
+    outputs = tuple(name for name, _ in VIEW_FILE_SUFFIXES) if extra_images else ("image",)
+    views = render_views(G, ws, yaw_offsets, outputs=outputs, **render_kwargs)
+    paths = []
+    for name, suffix in VIEW_FILE_SUFFIXES:
+        if name in views:
+            paths.append(pathlib.Path(outdir) / f"{prefix}_{suffix}.png")
+            Image.fromarray(np.concatenate(list(views[name]), axis=1)).save(paths[-1])
+    return paths
+
+
+def prepare_sampling(G, depth_samples: int, truncation_cutoff: int | None) -> int | None:
+    """The gen_samples settings: depth_samples stratified and importance samples per ray, and the truncation
+    cutoff (None when it covers every w)."""
+    G.rendering_kwargs.update(depth_resolution=depth_samples, depth_resolution_importance=depth_samples)
+    if truncation_cutoff is not None and truncation_cutoff >= G.backbone.mapping.num_ws:
+        return None
+    return truncation_cutoff
+
+
 def pick_device(name: str = "auto") -> torch.device:
     """'auto' -> cuda if available, then mps, then cpu; anything else is passed to torch.device."""
     if name != "auto":

@@ -42,9 +42,7 @@ def run(network, seeds, truncation_psi, truncation_cutoff, class_idx, outdir, sh
     import os
     import pickle
 
-    import numpy as np
     import torch
-    from PIL import Image
     from tqdm import tqdm
 
     from op3d import generation, generation_cond
@@ -91,21 +89,14 @@ def run(network, seeds, truncation_psi, truncation_cutoff, class_idx, outdir, sh
     except ValueError as err:
         raise click.ClickException(str(err)) from None
 
-    G.rendering_kwargs.update(depth_resolution=depth_samples, depth_resolution_importance=depth_samples)
-    if truncation_cutoff >= G.backbone.mapping.num_ws:
-        truncation_cutoff = None
+    truncation_cutoff = generation.prepare_sampling(G, depth_samples, truncation_cutoff)
     os.makedirs(outdir, exist_ok=True)
     for seed in tqdm(seed_list, desc="seeds", unit="seed"):
         torch.manual_seed(seed)  # the renderer's stratified / importance draws
         name = f"seed{seed:04d}_pose{pose_id}"
         ws = generation.seed_to_ws(G, seed, truncation_psi, truncation_cutoff, fov_deg, dev)
-        outputs = ("image", "image_raw", "image_depth") if extra_images else ("image",)
-        views_out = generation.render_views(G, ws, yaw_offsets, fov_deg=fov_deg, noise_mode=noise_mode, batch=batch,
-                                            outputs=outputs, conditions=pose)
-        for key, suffix in (("image", "RGB"), ("image_raw", "raw"), ("image_depth", "depth")):
-            if key in views_out:
-                Image.fromarray(np.concatenate(list(views_out[key]), axis=1)).save(
-                    os.path.join(outdir, f"{name}_{suffix}.png"))
+        generation.save_view_strips(G, ws, yaw_offsets, outdir, name, extra_images, fov_deg=fov_deg,
+                                    noise_mode=noise_mode, batch=batch, conditions=pose)
         if shapes:
             density = generation_cond.extract_conditional_density(G, ws, pose, shape_res, max_batch=max_batch,
                                                                   progress=True)

@@ -63,9 +63,7 @@ def main(network, seeds, truncation_psi, truncation_cutoff, class_idx, outdir, s
     import os
     import pickle
 
-    import numpy as np
     import torch
-    from PIL import Image
     from tqdm import tqdm
 
     from op3d import generation, shapes as shape_io
@@ -95,20 +93,13 @@ def main(network, seeds, truncation_psi, truncation_cutoff, class_idx, outdir, s
     except (CheckpointError, pickle.UnpicklingError, OSError, ValueError) as err:
         raise click.ClickException(str(err).splitlines()[0]) from None
 
-    G.rendering_kwargs.update(depth_resolution=depth_samples, depth_resolution_importance=depth_samples)
-    if truncation_cutoff >= G.backbone.mapping.num_ws:
-        truncation_cutoff = None
+    truncation_cutoff = generation.prepare_sampling(G, depth_samples, truncation_cutoff)
     os.makedirs(outdir, exist_ok=True)
     for seed in tqdm(seed_list, desc="seeds", unit="seed"):
         torch.manual_seed(seed)  # the renderer's stratified / importance draws
         ws = generation.seed_to_ws(G, seed, truncation_psi, truncation_cutoff, fov_deg, dev)
-        outputs = ("image", "image_raw", "image_depth") if extra_images else ("image",)
-        views_out = generation.render_views(G, ws, yaw_offsets, fov_deg=fov_deg, noise_mode=noise_mode, batch=batch,
-                                            outputs=outputs)
-        for name, suffix in (("image", "RGB"), ("image_raw", "raw"), ("image_depth", "depth")):
-            if name in views_out:
-                Image.fromarray(np.concatenate(list(views_out[name]), axis=1)).save(
-                    os.path.join(outdir, f"seed{seed:04d}_{suffix}.png"))
+        generation.save_view_strips(G, ws, yaw_offsets, outdir, f"seed{seed:04d}", extra_images, fov_deg=fov_deg,
+                                    noise_mode=noise_mode, batch=batch)
         if shapes:
             sigma = shape_io.extract_density(G, ws, shape_res, max_batch=max_batch, progress=True)
             path = os.path.join(outdir, f"seed{seed:04d}_Geometry{shape_format}")
