@@ -211,7 +211,8 @@ class AllowListMixin:
         try:
             return self.allowed[f"{module}.{name}"]
         except KeyError:
-            raise UnsafePickleError(f"global '{module}.{name}' {self.refusal} and was not executed{self.hint}") from None
+            raise UnsafePickleError(
+                f"global '{module}.{name}' {self.refusal} and was not executed{self.hint}") from None
 
     def persistent_load(self, pid):
         raise UnsafePickleError(f"persistent ids {self.refusal.replace('is ', 'are ', 1)} and were not resolved")

@@ -52,7 +52,7 @@ class ShapeGrid:
     def points(self, start: int = 0, stop: int | None = None, device=None) -> torch.Tensor:
         """World coordinates of points start..stop-1: [stop - start, 3] float32."""
         stop = self.num_points if stop is None else stop
-        return self.points_at(torch.arange(start, stop, dtype=torch.int64, device=device))
+        return self.points_at(torch.arange(start, stop, dtype=torch.int64, device=device)).contiguous()
 
     def slab(self, k: int, device=None) -> torch.Tensor:
         """The points with z index k, line j holding points (i, j, k) for i = 0..N-1: [N, N, 3] float32."""
@@ -61,7 +61,8 @@ class ShapeGrid:
         return self.points_at(lines.view(1, -1) * n_res * n_res + lines.view(-1, 1) * n_res + k)
 
     def points_at(self, index: torch.Tensor) -> torch.Tensor:
-        """World coordinates of the points with flat indices `index` [...] (int64): [..., 3] float32."""
+        """World coordinates of the points with flat indices `index` [...] (int64): [..., 3] float32, stored
+        axis-major (a view of [3, ...])."""
         n_res = self.resolution
         if self.compat:
             quotient = index.float() / n_res
@@ -113,10 +114,11 @@ def _density_by_slabs(G, planes: torch.Tensor, grid: ShapeGrid, progress: bool, 
     n_res = grid.resolution
     by_slab = torch.empty(n_res, n_res * n_res, dtype=torch.float32, device=planes.device)  # [z, y * N + x]
     bar = tqdm(total=n_res, desc="shape", unit="slab", disable=not progress, leave=False)
+    shared = G.slab_sampler(planes)
 
     def run(first: int) -> None:
         with torch.no_grad():
-            lookup = G.slab_sampler(planes)  # per worker: the lookup's table holds the current slab
+            lookup = shared.fork() if workers > 1 else shared  # the table holds the worker's current slab
             for k in range(first, n_res, workers):
                 features = lookup(grid.slab(k, device=planes.device).reshape(-1, 3))
                 by_slab[k] = G.decoder.sigma(features.unsqueeze(0)).view(-1)

@@ -40,7 +40,8 @@ class PlaneGenerator(nn.Module):
 
     Subclasses define `backbone`, `compute_planes(ws, **kw)`, `sample_features(planes, coordinates)` (features
     per group, the reference lookup), `sample_mean_features(planes, coordinates)` (their mean, fast path) and
-    `slab_sampler(planes)` (a function: points [M, 3] of one shape-grid slab -> their mean [M, C], fast path)."""
+    `slab_sampler(planes)` (a grid_lookup.SlabLookup: points [M, 3] of one shape-grid slab -> their mean [M, C],
+    fast path)."""
 
     def __init__(self, z_dim: int, c_dim: int, w_dim: int, img_resolution: int, img_channels: int,
                  sr_num_fp16_res: int = 0, rendering_kwargs: dict | None = None, sr_kwargs: dict | None = None,

@@ -29,7 +29,8 @@ def plane_rows(volumes: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
     return table, [volumes.stride(dim) // c for dim in range(5)]
 
 
-def axis_corners(u: torch.Tensor, size: int, row_stride: int, index_dtype=torch.long) -> tuple[torch.Tensor, torch.Tensor]:
+def axis_corners(u: torch.Tensor, size: int, row_stride: int,
+                 index_dtype=torch.long) -> tuple[torch.Tensor, torch.Tensor]:
     """Normalized coordinate u [...] -> (row offsets [2, ...], weights [2, ...]) of its two neighbours along an axis
     of `size` samples (align_corners=False); neighbours outside the axis get weight 0 (zero padding)."""
     pos = ((u + 1) * size - 1) / 2
@@ -59,7 +60,8 @@ def gather_group_mean(volumes: torch.Tensor, grid: torch.Tensor, interpolate_dep
     else:
         idep = torch.zeros(1, b, g, m, dtype=index_dtype, device=grid.device)
         wdep = torch.ones(1, b, g, m, dtype=table.dtype, device=grid.device)
-    base = (torch.arange(b, device=grid.device) * sb).view(b, 1, 1) + (torch.arange(g, device=grid.device) * sg).view(1, g, 1)
+    base = ((torch.arange(b, device=grid.device) * sb).view(b, 1, 1)
+            + (torch.arange(g, device=grid.device) * sg).view(1, g, 1))
     base = base.to(index_dtype)
     # Corner-major [depth, h, w, B, G, M] first (M innermost: broadcasting vectorizes along the points), then one
     # copy into the point-major [B * M, corners] layout the gather reads.

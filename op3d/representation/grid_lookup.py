@@ -14,6 +14,7 @@ results agree to rounding (float64: 1e-15).
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -73,6 +74,12 @@ class SlabLookup:
         for g in range(n_groups):
             if g not in blended:
                 self._interior(g).copy_(self.volumes[g])
+
+    def fork(self) -> "SlabLookup":
+        """A lookup that shares this one's plane volumes and has a table of its own, for another thread."""
+        other = copy.copy(self)
+        other.table = self.table.clone()
+        return other
 
     def _interior(self, g: int) -> torch.Tensor:
         """The texels of group g's reduced image inside the table (a view without the zero border)."""
