@@ -58,12 +58,14 @@ def test_main_job_with_the_bundled_model(tmp_path):
 
 
 def test_small_config_learns_synthetic_data(tmp_path, monkeypatch):
+    """0.8 kimg: at 0.4 kimg the drop in FID was within the spread that rounding-level differences in the fast
+    paths cause over a GAN run (trained/initial 0.47-0.81 across equivalent paths); at 0.8 kimg it was 0.09-0.27."""
     data = tmp_path / "shapes32.zip"
     make_synthetic_dataset(data, count=256, resolution=32, seed=1)
     result = CliRunner().invoke(train_script.main, [
         f"--outdir={tmp_path / 'runs'}", "--cfg=tiny", f"--data={data}", "--gpus=1", "--batch=4", "--gamma=0.5",
         "--cbase=2048", "--cmax=32", "--map-depth=2", "--plane_number=4", "--fourier_L=4", "--metrics=none",
-        "--workers=0", "--device=cpu", "--tick=0.2", "--snap=2", "--kimg=0.4", "--blur_fade_kimg=8",
+        "--workers=0", "--device=cpu", "--tick=0.2", "--snap=2", "--kimg=0.8", "--blur_fade_kimg=8",
         "--d_num_fp16_res=0", "--sr_num_fp16_res=0"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     (run_dir,) = list((tmp_path / "runs").iterdir())
