@@ -7,9 +7,7 @@ tube, same joints and skinning rule; the pipeline does not depend on the vertex 
 (these small matrices are many times slower with two threads on a busy machine).
 """
 
-import importlib.util
 import json
-import pathlib
 import pickle
 
 import mrcfile
@@ -28,15 +26,9 @@ from op3d.smpl import lbs, procedural
 from op3d.smpl.body_model import SMPLModel
 from op3d.training import loss as loss_module
 from op3d.training.loss_cond import ConditionalGANLoss, check_curriculum, conditioning_stage
+from script_loading import load_script
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 
-
-def load_script(relpath, name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / relpath)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 export_pose = load_script("train_scripts/export_pose.py", "cond_export_pose")

@@ -1,10 +1,8 @@
 """The out-of-the-box path: the bundled demo model makes the README's main-job outputs (multi-view PNGs and
 closed shapes), and the small config learns the synthetic data on a CPU within a few ticks."""
 
-import importlib.util
 import json
 import os
-import pathlib
 
 import mrcfile
 import numpy as np
@@ -19,15 +17,9 @@ from op3d.metrics.registry import MetricContext, fid
 from op3d.training.dataset import ImageFolderDataset
 from op3d.training.loop import build_networks
 from stand_in_detectors import write_detectors
+from script_loading import load_script
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 
-
-def load_script(relpath, name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / relpath)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 gen_samples = load_script("gen_samples/unconditional/gen_samples.py", "gen_samples_demo")

@@ -172,17 +172,9 @@ class ConditionalOrthoPlanesGenerator(OrthoPlanesGenerator):
                   renderer_draws: RendererDraws | None = None, **synthesis_kwargs) -> dict:
         """ws [B, 13, w_dim], c [B, 25], pose conditions -> {'image', 'image_raw', 'image_depth', 'sdf'}
         (+ 'planes' with return_planes, + 'ff' with the official feature=True)."""
-        if neural_rendering_resolution is None:
-            neural_rendering_resolution = self.neural_rendering_resolution
-        else:
-            self.neural_rendering_resolution = neural_rendering_resolution
-        feature = synthesis_kwargs.pop("feature", False)
-        if use_cached_backbone and self._last_planes is not None:
-            planes = self._last_planes
-        else:
-            planes = self.compute_planes(ws, update_emas=update_emas, **synthesis_kwargs)
-        if cache_backbone:
-            self._last_planes = planes
+        feature = synthesis_kwargs.pop("feature", False)  # official flag asking for the plane tensor
+        neural_rendering_resolution, planes = self.synthesis_planes(
+            ws, neural_rendering_resolution, update_emas, cache_backbone, use_cached_backbone, **synthesis_kwargs)
         origins, directions = self.camera_rays(c, neural_rendering_resolution)
         features, depth, sdf = self.render(planes, ws, origins, directions, real_conditions, renderer_draws)
         out = self.assemble_outputs(features, depth, ws, neural_rendering_resolution, planes, return_planes,

@@ -91,6 +91,22 @@ class PlaneGenerator(nn.Module):
         return self.backbone.mapping(z, c * self.settings.c_scale, truncation_psi=truncation_psi,
                                      truncation_cutoff=truncation_cutoff, update_emas=update_emas)
 
+    def synthesis_planes(self, ws: torch.Tensor, neural_rendering_resolution: int | None, update_emas: bool,
+                         cache_backbone: bool, use_cached_backbone: bool, **synthesis_kwargs):
+        """synthesis' common start: the neural rendering resolution (given: remembered, as officially) and the
+        planes (from the backbone cache when asked and filled) -> (resolution, planes)."""
+        if neural_rendering_resolution is None:
+            neural_rendering_resolution = self.neural_rendering_resolution
+        else:
+            self.neural_rendering_resolution = neural_rendering_resolution
+        if use_cached_backbone and self._last_planes is not None:
+            planes = self._last_planes
+        else:
+            planes = self.compute_planes(ws, update_emas=update_emas, **synthesis_kwargs)
+        if cache_backbone:
+            self._last_planes = planes
+        return neural_rendering_resolution, planes
+
     def synthesis(self, ws: torch.Tensor, c: torch.Tensor, neural_rendering_resolution: int | None = None,
                   update_emas: bool = False, cache_backbone: bool = False, use_cached_backbone: bool = False,
                   return_planes: bool = False, renderer_draws: RendererDraws | None = None,
@@ -102,17 +118,9 @@ class PlaneGenerator(nn.Module):
             raise ValueError(f"camera label c: expected shape [B, 25], got {list(c.shape)}")
         cam2world = c[:, :16].view(-1, 4, 4)
         intrinsics = c[:, 16:25].view(-1, 3, 3)
-        if neural_rendering_resolution is None:
-            neural_rendering_resolution = self.neural_rendering_resolution
-        else:
-            self.neural_rendering_resolution = neural_rendering_resolution
         feature = synthesis_kwargs.pop("feature", False)  # official flag asking for the plane tensor
-        if use_cached_backbone and self._last_planes is not None:
-            planes = self._last_planes
-        else:
-            planes = self.compute_planes(ws, update_emas=update_emas, **synthesis_kwargs)
-        if cache_backbone:
-            self._last_planes = planes
+        neural_rendering_resolution, planes = self.synthesis_planes(
+            ws, neural_rendering_resolution, update_emas, cache_backbone, use_cached_backbone, **synthesis_kwargs)
 
         origins, directions = sample_rays(cam2world, intrinsics, neural_rendering_resolution)
         features, depth, _ = render_rays(lambda x, d: self.run_field(planes, x, d), origins, directions,
