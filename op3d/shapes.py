@@ -10,6 +10,7 @@ the origin, voxel size cube_length / (N - 1); the stored value is the raw decode
 from __future__ import annotations
 
 import os
+import queue
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -82,7 +83,7 @@ def extract_density(G, ws: torch.Tensor, resolution: int = 256, max_batch: int =
     """Raw density of one sample on the shape grid: ws [1, num_ws, w_dim] -> float32 [N, N, N] (index [x, y, z]).
 
     The planes are computed once (backbone noise 'const' unless given). The fast path (`shape_grid`) goes slab by
-    slab; on CPU, `workers` threads (default: torch's thread count) each take every workers-th slab with one
+    slab; on CPU, `workers` threads (default: torch's thread count) take blocks of consecutive slabs, each with one
     intra-op thread, which parallelises better than splitting each slab's small operations. The plain path runs
     the decoder on chunks of max_batch points."""
     if ws.shape[0] != 1:
@@ -95,7 +96,7 @@ def extract_density(G, ws: torch.Tensor, resolution: int = 256, max_batch: int =
     if FAST.shape_grid and getattr(G, "slab_sampler", None) is not None:
         if workers is None:
             workers = torch.get_num_threads() if planes.device.type == "cpu" else 1
-        return _density_by_slabs(G, planes, grid, progress, max(1, min(workers, resolution)))
+        return _density_by_slabs(G, planes, grid, progress, max(1, workers))
     sigma = np.empty(grid.num_points, dtype=np.float32)
     starts = range(0, grid.num_points, max_batch)
     for start in tqdm(starts, desc="shape", unit="chunk", disable=not progress, leave=False):
@@ -107,36 +108,53 @@ def extract_density(G, ws: torch.Tensor, resolution: int = 256, max_batch: int =
     return sigma.reshape(resolution, resolution, resolution)
 
 
+SLABS_PER_BLOCK = 16  # slabs a worker takes at a time: it writes them to the [x, y, z] volume in runs of 64 bytes
+
+
 def _density_by_slabs(G, planes: torch.Tensor, grid: ShapeGrid, progress: bool, workers: int) -> np.ndarray:
     """extract_density's shape_grid fast path: one z slab at a time, each plane group interpolated along z once
-    per slab (representation/grid_lookup.py), decoding only the density. workers > 1: that many threads with one
-    intra-op thread each (restored afterwards), worker w taking slabs w, w + workers, ..."""
+    per slab (representation/grid_lookup.py), decoding only the density. Slabs go in blocks of SLABS_PER_BLOCK
+    consecutive z, each written into the [x, y, z] volume by the thread that computed it. workers > 1: that many
+    threads with one intra-op thread each (restored afterwards), each taking the next free block."""
     n_res = grid.resolution
-    by_slab = torch.empty(n_res, n_res * n_res, dtype=torch.float32, device=planes.device)  # [z, y * N + x]
+    volume = torch.empty(n_res, n_res, n_res, dtype=torch.float32, device=planes.device)  # [x, y, z]
+    block = min(SLABS_PER_BLOCK, n_res)
+    blocks = queue.SimpleQueue()
+    for first in range(0, n_res, block):
+        blocks.put(first)
+    workers = min(workers, blocks.qsize())
     bar = tqdm(total=n_res, desc="shape", unit="slab", disable=not progress, leave=False)
     shared = G.slab_sampler(planes)
 
-    def run(first: int) -> None:
+    def run(lookup) -> None:
         with torch.no_grad():
-            lookup = shared.fork() if workers > 1 else shared  # the table holds the worker's current slab
-            for k in range(first, n_res, workers):
-                features = lookup(grid.slab(k, device=planes.device).reshape(-1, 3))
-                by_slab[k] = G.decoder.sigma(features.unsqueeze(0)).view(-1)
-                bar.update()
+            densities = torch.empty(block, n_res * n_res, dtype=torch.float32, device=planes.device)  # [z, y*N+x]
+            while True:
+                try:
+                    first = blocks.get_nowait()
+                except queue.Empty:
+                    return
+                count = min(block, n_res - first)
+                for k in range(first, first + count):
+                    features = lookup(grid.slab(k, device=planes.device).reshape(-1, 3))
+                    densities[k - first] = G.decoder.sigma(features.unsqueeze(0)).view(-1)
+                    bar.update()
+                volume[:, :, first:first + count] = densities[:count].view(count, n_res, n_res).permute(2, 1, 0)
 
     threads = torch.get_num_threads()
     try:
         if workers == 1:
-            run(0)
+            run(shared)
         else:
             torch.set_num_threads(1)
+            # Each worker has a table of its own (it holds the worker's current slab); the volumes are shared.
             with ThreadPoolExecutor(workers) as pool:
-                for future in [pool.submit(run, first) for first in range(workers)]:
+                for future in [pool.submit(run, shared.fork()) for _ in range(workers)]:
                     future.result()
     finally:
         torch.set_num_threads(threads)
         bar.close()
-    return by_slab.view(n_res, n_res, n_res).permute(2, 1, 0).contiguous().cpu().numpy()
+    return volume.cpu().numpy()
 
 
 def border_width(resolution: int) -> int:

@@ -427,6 +427,18 @@ def test_decoder_sigma_raw_and_rgb_range():
     assert (out["rgb"] > -0.001).all() and (out["rgb"] < 1.001).all()
 
 
+def test_decoder_density_only_is_the_density_output():
+    """OSGDecoder.sigma (shape extraction) is decode_mean's density, in chunks that do not divide the rows, with
+    one or several hidden layers, and with large pre-activations (softplus' linear branch)."""
+    torch.manual_seed(3)
+    for hidden_layers in (1, 2):
+        decoder = OSGDecoder(n_features=6, hidden_dim=12, decoder_output_dim=4, n_hidden_layers=hidden_layers)
+        features = torch.randn(2, 37, 6) * 10
+        expected = decoder.decode_mean(features)["sigma"]
+        for chunk in (5, 37, 74, 1000):
+            torch.testing.assert_close(decoder.sigma(features, chunk=chunk), expected, rtol=1e-6, atol=1e-6)
+
+
 def test_decoder_group_permutation_invariance():
     torch.manual_seed(2)
     decoder = OSGDecoder(n_features=6, hidden_dim=12, decoder_output_dim=4)

@@ -35,22 +35,24 @@ class OSGDecoder(nn.Module):
         rgb = torch.sigmoid(x[..., 1:]) * (1 + 2 * 0.001) - 0.001
         return {"rgb": rgb, "sigma": x[..., 0:1]}
 
-    def sigma(self, x: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
-        """Only the density output of decode_mean (shape extraction): x [B, M, C] -> sigma [B, M, 1].
+    @torch.no_grad()
+    def sigma(self, x: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
+        """Only the density output of decode_mean (shape extraction, no gradient): x [B, M, C] -> sigma [B, M, 1].
 
-        The same layer arithmetic as `net`, with the effective weights computed once and the rows taken in
-        chunks of `chunk`, so that the hidden activations stay in cache."""
+        The same layer arithmetic as `net`, with the effective weights computed once, the rows taken in chunks of
+        `chunk` so that the hidden activations stay in cache, and the density row of the last layer as one
+        matrix-vector product."""
         n, m, c = x.shape
         rows = x.reshape(n * m, c)
         layers = [self._effective(layer, x.dtype) for layer in self.net if isinstance(layer, FullyConnectedLayer)]
         w_last, b_last = layers.pop()
-        w_last, b_last = w_last[:1], b_last[:1]
-        out = torch.empty(n * m, 1, dtype=x.dtype, device=x.device)
+        pre_activations = [x.new_empty(min(chunk, n * m), w.shape[0]) for w, _ in layers]
+        out = torch.empty(n * m, dtype=x.dtype, device=x.device)
         for start in range(0, n * m, chunk):
             hidden = rows[start:start + chunk]
-            for w, b in layers:
-                hidden = F.softplus(torch.addmm(b.unsqueeze(0), hidden, w.t()))
-            torch.addmm(b_last.unsqueeze(0), hidden, w_last.t(), out=out[start:start + chunk])
+            for (w, b), buffer in zip(layers, pre_activations):
+                hidden = F.softplus(torch.addmm(b, hidden, w.t(), out=buffer[:hidden.shape[0]]))
+            torch.addmv(b_last[:1], hidden, w_last[0], out=out[start:start + chunk])
         return out.view(n, m, 1)
 
     @staticmethod

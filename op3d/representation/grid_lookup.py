@@ -36,7 +36,8 @@ class SlabLookup:
 
     Each group's reduced image is stored with one zero texel before and two after every axis, so corners outside
     the plane read zero without masks (grid_sample's zero padding) and the upper corner index stays in range.
-    Groups that do not read z are copied into the table once; the others are blended into it per slab."""
+    Groups that do not read z are copied into the table once; the others are blended into it per slab. The table
+    holds the texels divided by the number of groups (the mean's factor), so corner weights are plain products."""
 
     def __init__(self, volumes: torch.Tensor, sources, interpolate_depth: bool = True):
         n_groups, depth, height, width, channels = volumes.shape
@@ -54,7 +55,7 @@ class SlabLookup:
                 raise ValueError(f"group {g} reads z on more than one axis: {group}")
             if z_axes:  # blended once per slab: a contiguous copy makes those reads sequential
                 self.blends.append((g, z_axes[0], group[z_axes[0]][1]))
-            self.volumes.append(volumes[g].contiguous() if z_axes else volumes[g])
+            self.volumes.append(volumes[g] / n_groups if z_axes else volumes[g])
             remaining = [axis for axis in range(n_axes) if axis not in z_axes]
             bordered = [self.sizes[axis] + 3 for axis in remaining]
             first = len(per_point)
@@ -73,7 +74,7 @@ class SlabLookup:
         blended = {g for g, _, _ in self.blends}
         for g in range(n_groups):
             if g not in blended:
-                self._interior(g).copy_(self.volumes[g])
+                torch.div(self.volumes[g], n_groups, out=self._interior(g))
 
     def fork(self) -> "SlabLookup":
         """A lookup that shares this one's plane volumes and has a table of its own, for another thread."""
@@ -129,15 +130,19 @@ class SlabLookup:
             # Corner c of the group: bit n of c set = upper neighbour along its n-th per-point axis. The factors
             # of all but the last axis are multiplied first, the last one while writing the weights.
             group_row = row[axes[0]] + start
-            offsets, factors = [0], [1 / len(self.groups)]
+            offsets, factors = [0], [None]  # None: no factor yet
             for n in axes:
                 if n != axes[0]:
                     group_row += row[n]
                 offsets = offsets + [offset + self.strides[n] for offset in offsets]
             for n in axes[:-1]:
-                factors = [f * lower_weight[n] for f in factors] + [f * upper_weight[n] for f in factors]
+                factors = [lower_weight[n] if f is None else f * lower_weight[n] for f in factors] + \
+                          [upper_weight[n] if f is None else f * upper_weight[n] for f in factors]
             last = [lower_weight[axes[-1]]] * len(factors) + [upper_weight[axes[-1]]] * len(factors)
             for corner, (offset, factor, last_factor) in enumerate(zip(offsets, factors * 2, last), start=first):
                 torch.add(group_row, offset, out=index[:, corner])
-                torch.mul(last_factor, factor, out=weight[:, corner])
+                if factor is None:
+                    weight[:, corner] = last_factor
+                else:
+                    torch.mul(last_factor, factor, out=weight[:, corner])
         return F.embedding_bag(index, self.table, per_sample_weights=weight, mode="sum")
