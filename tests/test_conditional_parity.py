@@ -4,12 +4,10 @@ official/shhq_cond_k8: the official conditional model run on a procedural SMPL-f
 Tolerances are the core issue's (`assert_matches` of test_official_parity.py), never widened. Every stage of the point
 pipeline is checked on the fixture's probe points, most of them from the fixture's own inputs to that stage, so that a
 failure names the stage. The renderer is checked on the first rays of each image and the output assembly on the
-recorded feature image; the full synthesis (1M sample points, minutes of exact mesh distances on a 2-core CPU) runs
-with OP3D_FULL_SYNTHESIS=1.
+recorded feature image; the full synthesis (1M sample points through the exact mesh distances) is checked last.
 """
 
 import json
-import os
 
 import numpy as np
 import pytest
@@ -350,15 +348,8 @@ def test_superresolution_of_the_recorded_feature_image(fx):
     assert_matches("image_raw", features[:, :3], fx.io["image_raw"])
 
 
-# --- full synthesis (1M sample points: minutes on a 2-core CPU, so opt-in) -----------------------------------------
+# --- full synthesis (1M sample points through the exact mesh geometry: about 45 s on the 2-core CPU) ----------------
 
-full_synthesis = pytest.mark.skipif(os.environ.get("OP3D_FULL_SYNTHESIS") != "1",
-                                    reason="set OP3D_FULL_SYNTHESIS=1 for the full 64x64 conditional synthesis (the "
-                                           "1M-point mesh distances take minutes on CPU); test_render_first_rays and "
-                                           "test_superresolution_of_the_recorded_feature_image cover it in parts")
-
-
-@full_synthesis
 def test_synthesis_images(fx):
     out = fx.synthesis
     assert "ff" not in out and out["sdf"]["eik_grad"] is None
@@ -366,7 +357,6 @@ def test_synthesis_images(fx):
         assert_matches(key, out[key], fx.io[key], image=True)
 
 
-@full_synthesis
 def test_synthesis_sdf_outputs(fx):
     sdf = fx.synthesis["sdf"]
     assert sdf["sdf"].shape == (2, 4096, 128, 1) and sdf["delta_x"].shape == (2, 524288, 3)
