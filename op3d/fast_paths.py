@@ -37,6 +37,10 @@ class FastPaths:
     """Shape extraction slab by slab (fixed z): each plane group interpolated along z once per slab, the remaining
     corners of every point gathered in one weighted row sum, density-only decoding in cache-sized chunks; the
     reference runs the generator's lookup and decoder per chunk of points."""
+    fused_marching: bool = True
+    """Volume rendering: the coarse pass computes only its interval weights; the final composite weights each sample
+    by half of the two intervals it bounds, in the samples' own order, and sums the colours of the coarse and fine
+    sets by one batched matrix product each, instead of sorting, averaging and multiplying copies of all colours."""
     inplace_act: bool = True
     """bias + activation + gain + clamp (bias_act) in place on one new tensor when no gradient is recorded,
     instead of a new tensor per step (bitwise the same values, fewer allocations and memory passes)."""

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 import torch
 
 from op3d.rendering.depth_sampling import auto_ray_limits, importance_depths, stratified_depths
-from op3d.rendering.ray_marcher import march_rays
+from op3d.fast_paths import FAST
+from op3d.rendering.ray_marcher import interval_weights, march_rays, march_sample_sets
 from op3d.rendering.settings import RenderingSettings
 
 
@@ -61,11 +62,20 @@ def render_rays(field, origins: torch.Tensor, directions: torch.Tensor, settings
     depths = stratified_depths(b, m, ray_start, ray_end, settings.depth_resolution, origins.device,
                                settings.disparity_space_sampling, jitter=draws.stratified)
     colors, densities = evaluate_field(field, origins, directions, depths, settings.density_noise)
+    sample_sets = [(colors, densities, depths)]
     if settings.depth_resolution_importance > 0:
-        _, _, weights = march_rays(colors, densities, depths, settings.white_back)
+        if FAST.fused_marching:
+            weights, _ = interval_weights(densities, depths)  # the coarse pass needs only its weights
+        else:
+            _, _, weights = march_rays(colors, densities, depths, settings.white_back)
         depths_fine = importance_depths(depths, weights, settings.depth_resolution_importance, u=draws.importance)
         colors_fine, densities_fine = evaluate_field(field, origins, directions, depths_fine, settings.density_noise)
-        depths, colors, densities = merge_samples(depths, colors, densities, depths_fine, colors_fine,
-                                                  densities_fine)
-    features, depth, weights = march_rays(colors, densities, depths, settings.white_back)
+        sample_sets.append((colors_fine, densities_fine, depths_fine))
+    if FAST.fused_marching:
+        features, depth, weights = march_sample_sets(sample_sets, settings.white_back)
+    else:
+        if settings.depth_resolution_importance > 0:
+            depths, colors, densities = merge_samples(depths, colors, densities, depths_fine, colors_fine,
+                                                      densities_fine)
+        features, depth, weights = march_rays(colors, densities, depths, settings.white_back)
     return features, depth, weights.sum(2)
