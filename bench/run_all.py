@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import pathlib
 import platform
 import re
@@ -108,10 +109,11 @@ def measure(row: dict, repeats: int, device) -> dict:
 
         G = op3d.load_network_pkl(fixtures_root() / FIXTURE_SETS[row["source"]] / "G.pkl", device=device)["G_ema"]
         ws = generation.seed_to_ws(G, 0, device=device)
-        if fast_paths.FAST.shape_grid:
+        if fast_paths.FAST.shape_grid:  # median of `repeats`: one run is a few seconds, exposed to host noise
             shapes.extract_density(G, ws, 32)
-            return {"seconds": timed(lambda: shapes.extract_density(G, ws, row["resolution"]), device)}
-        per_chunk_recompute(G, ws, 32, 1_000_000)
+            return {"seconds": statistics.median(timed(lambda: shapes.extract_density(G, ws, row["resolution"]),
+                                                       device) for _ in range(repeats))}
+        per_chunk_recompute(G, ws, 32, 1_000_000)  # one run: ten times longer, so it averages the same noise
         return {"seconds": timed(lambda: per_chunk_recompute(G, ws, row["resolution"], 1_000_000), device)}
     from train_step import bench
 
@@ -174,8 +176,10 @@ def main():
 
     kind = "cuda" if args.device.startswith("cuda") else "cpu"
     header = (f"device: {device_name(args.device)}, torch {torch.__version__}, {args.threads} threads, median of "
-              f"{args.repeats} after a warm-up (shapes and training: see bench/shapes.py, bench/train_step.py); "
-              f"{time.strftime('%Y-%m-%d')}")
+              f"{args.repeats} after a warm-up (shapes: the reference, the per-chunk procedure, runs once; "
+              f"training: see bench/train_step.py); {time.strftime('%Y-%m-%d')}")
+    if os.environ.get("THP_MEM_ALLOC_ENABLE"):  # PyTorch's transparent-huge-page switch changes both paths' times
+        header += f"; THP_MEM_ALLOC_ENABLE={os.environ['THP_MEM_ALLOC_ENABLE']}"
     table = [header, "",
              "| stage | row | reference | fast | speed-up | peak GiB ref / fast | fast images/s |",
              "|---|---|---|---|---|---|---|"]
