@@ -1,5 +1,7 @@
 """The benchmark suite: every row measures op3d's fast path against its reference path (op3d.fast_paths.reference,
-the plain official-equivalent computation) in the same run, each in a fresh process, and prints a table.
+the plain official-equivalent computation) in the same run, each in a fresh process, and prints a table. Each row
+runs a fast-path process, a reference process and a fast-path process again, so that the host's speed drifting
+during a row (a shared VM) does not favour either path; the fast time is the median over both fast processes.
 
     python bench/run_all.py [--device cpu|cuda] [--threads 2] [--repeats 3] [--only generator,shapes,train]
                             [--write docs/benchmarks.md]
@@ -86,7 +88,7 @@ def generator_for(row: dict, device):
 
 
 def measure(row: dict, repeats: int, device) -> dict:
-    """Run one row on the current path; returns {'seconds': ..., 'peak_gib': ..., extra}."""
+    """Run one row on the current path; returns {'runs': [seconds, ...], extra}."""
     import torch
     from generator import timed
 
@@ -99,8 +101,8 @@ def measure(row: dict, repeats: int, device) -> dict:
         c = op3d.cameras.orbit_camera(math.pi / 2, math.pi / 2, 2.7, device=device).repeat(row["batch"], 1)
         with torch.no_grad():
             G(z, c, noise_mode="const")
-            seconds = statistics.median(timed(lambda: G(z, c, noise_mode="const"), device) for _ in range(repeats))
-        return {"seconds": seconds, "images_per_s": row["batch"] / seconds}
+            runs = [timed(lambda: G(z, c, noise_mode="const"), device) for _ in range(repeats)]
+        return {"runs": runs, "images": row["batch"]}
     if row["stage"] == "shapes":
         import op3d
         from op3d import fast_paths, generation, shapes
@@ -109,16 +111,16 @@ def measure(row: dict, repeats: int, device) -> dict:
 
         G = op3d.load_network_pkl(fixtures_root() / FIXTURE_SETS[row["source"]] / "G.pkl", device=device)["G_ema"]
         ws = generation.seed_to_ws(G, 0, device=device)
-        if fast_paths.FAST.shape_grid:  # median of `repeats`: one run is a few seconds, exposed to host noise
+        if fast_paths.FAST.shape_grid:  # `repeats` runs: one is a few seconds, exposed to host noise
             shapes.extract_density(G, ws, 32)
-            return {"seconds": statistics.median(timed(lambda: shapes.extract_density(G, ws, row["resolution"]),
-                                                       device) for _ in range(repeats))}
+            return {"runs": [timed(lambda: shapes.extract_density(G, ws, row["resolution"]), device)
+                             for _ in range(repeats)]}
         per_chunk_recompute(G, ws, 32, 1_000_000)  # one run: ten times longer, so it averages the same noise
-        return {"seconds": timed(lambda: per_chunk_recompute(G, ws, row["resolution"], 1_000_000), device)}
+        return {"runs": [timed(lambda: per_chunk_recompute(G, ws, row["resolution"], 1_000_000), device)]}
     from train_step import bench
 
     result = bench(row["source"], device, repeats)
-    return {"seconds": result["sec_per_kimg"], "unit": "s/kimg"}
+    return {"runs": [result["sec_per_kimg"]], "unit": "s/kimg"}
 
 
 def run_child(spec: dict) -> None:
@@ -175,9 +177,10 @@ def main():
     import torch
 
     kind = "cuda" if args.device.startswith("cuda") else "cpu"
-    header = (f"device: {device_name(args.device)}, torch {torch.__version__}, {args.threads} threads, median of "
-              f"{args.repeats} after a warm-up (shapes: the reference, the per-chunk procedure, runs once; "
-              f"training: see bench/train_step.py); {time.strftime('%Y-%m-%d')}")
+    header = (f"device: {device_name(args.device)}, torch {torch.__version__}, {args.threads} threads; each row: a "
+              f"fast-path process, a reference process, a fast-path process, each {args.repeats} runs after a "
+              f"warm-up, medians (shapes: the reference, the per-chunk procedure, runs once; training: see "
+              f"bench/train_step.py); {time.strftime('%Y-%m-%d')}")
     if os.environ.get("THP_MEM_ALLOC_ENABLE"):  # PyTorch's transparent-huge-page switch changes both paths' times
         header += f"; THP_MEM_ALLOC_ENABLE={os.environ['THP_MEM_ALLOC_ENABLE']}"
     table = [header, "",
@@ -185,11 +188,16 @@ def main():
              "|---|---|---|---|---|---|---|"]
     print("\n".join(table), flush=True)
     for row in rows_for(args.device, set(args.only.split(","))):
-        ref, fast = run_in_child(row, False, args), run_in_child(row, True, args)
+        # Fast, reference, fast: the fast runs surround the reference in time, so a drift of the host's speed
+        # during the row (this is a shared VM) does not favour either path.
+        before, ref, after = (run_in_child(row, fast, args) for fast in (True, False, True))
+        ref_seconds = statistics.median(ref["runs"])
+        fast_seconds = statistics.median(before["runs"] + after["runs"])
         unit = ref.get("unit", "s")
-        line = (f"| {row['stage']} | {describe(row)} | {ref['seconds']:.3g} {unit} | {fast['seconds']:.3g} {unit} | "
-                f"{ref['seconds'] / fast['seconds']:.2f}x | {ref['peak_gib']:.2f} / {fast['peak_gib']:.2f} | ")
-        line += f"{fast['images_per_s']:.2f} |" if "images_per_s" in fast else " |"
+        fast_peak = max(before["peak_gib"], after["peak_gib"])
+        line = (f"| {row['stage']} | {describe(row)} | {ref_seconds:.3g} {unit} | {fast_seconds:.3g} {unit} | "
+                f"{ref_seconds / fast_seconds:.2f}x | {ref['peak_gib']:.2f} / {fast_peak:.2f} | ")
+        line += f"{ref['images'] / fast_seconds:.2f} |" if "images" in ref else " |"
         table.append(line)
         print(line, flush=True)
     if args.write:
