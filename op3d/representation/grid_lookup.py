@@ -53,9 +53,9 @@ class SlabLookup:
             z_axes = [axis for axis, (world, _) in enumerate(group) if world == 2]
             if len(z_axes) > 1:
                 raise ValueError(f"group {g} reads z on more than one axis: {group}")
-            if z_axes:  # blended once per slab: a contiguous copy makes those reads sequential
+            if z_axes:  # blended once per slab: a contiguous copy (of texels / groups) makes those reads sequential
                 self.blends.append((g, z_axes[0], group[z_axes[0]][1]))
-            self.volumes.append(volumes[g] / n_groups if z_axes else volumes[g])
+            self.volumes.append((volumes[g] / n_groups).contiguous() if z_axes else volumes[g])
             remaining = [axis for axis in range(n_axes) if axis not in z_axes]
             bordered = [self.sizes[axis] + 3 for axis in remaining]
             first = len(per_point)
