@@ -119,10 +119,11 @@ def _density_by_slabs(G, planes: torch.Tensor, grid: ShapeGrid, progress: bool, 
     n_res = grid.resolution
     volume = torch.empty(n_res, n_res, n_res, dtype=torch.float32, device=planes.device)  # [x, y, z]
     block = min(SLABS_PER_BLOCK, n_res)
+    firsts = range(0, n_res, block)
     blocks = queue.SimpleQueue()
-    for first in range(0, n_res, block):
+    for first in firsts:
         blocks.put(first)
-    workers = min(workers, blocks.qsize())
+    workers = min(workers, len(firsts))
     bar = tqdm(total=n_res, desc="shape", unit="slab", disable=not progress, leave=False)
     shared = G.slab_sampler(planes)
 
