@@ -4,13 +4,15 @@ runs a fast-path process, a reference process and a fast-path process again, so 
 during a row (a shared VM) does not favour either path; the fast time is the median over both fast processes.
 
     python bench/run_all.py [--device cpu|cuda] [--threads 2] [--repeats 3] [--only generator,shapes,train]
-                            [--write docs/benchmarks.md]
+                            [--rows "released, batch 1, neural 128;512^3"] [--write docs/benchmarks.md]
 
 Rows: generator forward (the fixture checkpoints; K = 4, 8, 12 at L = 10; batch 1 and 8; neural rendering 64
 and 128), shape extraction (128^3, 256^3, and 512^3 on GPU; the reference is the official procedure, the whole
 generator re-run per chunk of 1M points), and a training iteration (tiny config; the FFHQ config on GPU). Peak
 memory: CUDA max allocated, or the peak resident set size of the process on CPU (model and interpreter
-included). --write replaces this device's section of the file (between `<!-- run_all:DEVICE -->` markers).
+included). --rows keeps the rows whose description (the table's "row" column) contains one of its
+';'-separated parts. --write replaces this device's section of the file (between `<!-- run_all:DEVICE -->`
+markers).
 """
 
 from __future__ import annotations
@@ -168,6 +170,7 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--only", default="generator,shapes,train")
+    parser.add_argument("--rows", default=None, help="';'-separated parts of row descriptions: only those rows")
     parser.add_argument("--write", default=None, help="markdown file whose section for this device is replaced")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -187,7 +190,13 @@ def main():
              "| stage | row | reference | fast | speed-up | peak GiB ref / fast | fast images/s |",
              "|---|---|---|---|---|---|---|"]
     print("\n".join(table), flush=True)
-    for row in rows_for(args.device, set(args.only.split(","))):
+    rows = rows_for(args.device, set(args.only.split(",")))
+    if args.rows:
+        parts = [part.strip() for part in args.rows.split(";") if part.strip()]
+        rows = [row for row in rows if any(part in f"{row['stage']} {describe(row)}" for part in parts)]
+        if not rows:
+            parser.error(f"--rows {args.rows!r} matches no row of --only {args.only!r} on {args.device}")
+    for row in rows:
         # Fast, reference, fast: the fast runs surround the reference in time, so a drift of the host's speed
         # during the row (this is a shared VM) does not favour either path.
         before, ref, after = (run_in_child(row, fast, args) for fast in (True, False, True))

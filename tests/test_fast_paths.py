@@ -123,6 +123,7 @@ def test_non_separable_filter_takes_the_reference_path():
     f = torch.tensor([[1.0, 2.0], [3.0, 5.0]])
     assert ops.separable_taps(f) is None
     assert ops.separable_taps(ops.setup_filter([1, 2, 1])) == ([0.25, 0.5, 0.25], [0.25, 0.5, 0.25])
+    assert ops.separable_taps(ops.setup_filter([1, 2, 1], device="meta")) is None  # no values to read
     x = torch.randn(1, 2, 6, 6)
     with fast_paths.reference():
         ref = ops.upfirdn2d(x, f, up=2, padding=1)
@@ -275,6 +276,21 @@ def test_generator_fast_path_matches_reference(cls):
     torch.testing.assert_close(fast["planes"], ref["planes"], rtol=0, atol=2e-5)
     for key in ("image_raw", "image_depth", "image"):  # the core tolerance (an importance bin may flip)
         assert_matches(key, fast[key], ref[key], image=True)
+
+
+@pytest.mark.parametrize("cls", [OrthoPlanesGenerator, TriPlaneGenerator])
+@pytest.mark.parametrize("fast", [True, False])
+def test_generator_forward_makes_no_host_sync(cls, fast):
+    """Tensors on the meta device have shapes and no values, so reading a value on the host (`.item()`, `bool()`,
+    `.cpu()`, shapes that depend on values) raises there. A whole forward (mapping, backbone, lookup, both
+    rendering passes, superresolution) that runs on meta therefore never waits for a GPU to finish. (The FIR
+    fast path reads each filter's taps once per filter tensor, cached; on meta it takes the plain path.)"""
+    G = small_generator(cls).to("meta")
+    c = op3d.cameras.orbit_camera(torch.pi / 2, torch.pi / 2, 2.7).to("meta")
+    with torch.no_grad(), (fast_paths.configured() if fast else fast_paths.reference()):
+        out = G(torch.randn(2, 8, device="meta"), c.repeat(2, 1), noise_mode="const", return_planes=True)
+    assert out["image"].device.type == "meta" and out["image"].shape == (2, 3, 128, 128)
+    assert out["image_raw"].shape == (2, 3, 64, 64) and out["image_depth"].shape == (2, 1, 64, 64)
 
 
 @pytest.mark.parametrize("cls,resolution,compat", [(OrthoPlanesGenerator, 32, True), (OrthoPlanesGenerator, 24, False),

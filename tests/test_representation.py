@@ -5,6 +5,7 @@ loops over the neighbouring texels (zero padding, align_corners=False), planes w
 position (ramps), and a hand-written MLP forward pass.
 """
 
+import copy
 import itertools
 import math
 
@@ -13,7 +14,7 @@ import pytest
 import torch
 
 from op3d.networks.layers import FullyConnectedLayer
-from op3d.representation.decoder import OSGDecoder
+from op3d.representation.decoder import CPU_CHUNK, OSGDecoder
 from op3d.representation.orthoplanes import group_coordinates, sample_orthoplanes
 from op3d.representation.triplanes import sample_triplanes
 
@@ -435,8 +436,23 @@ def test_decoder_density_only_is_the_density_output():
         decoder = OSGDecoder(n_features=6, hidden_dim=12, decoder_output_dim=4, n_hidden_layers=hidden_layers)
         features = torch.randn(2, 37, 6) * 10
         expected = decoder.decode_mean(features)["sigma"]
-        for chunk in (5, 37, 74, 1000):
+        for chunk in (5, 37, 74, 1000, None):  # None: the device's default (CPU_CHUNK here)
             torch.testing.assert_close(decoder.sigma(features, chunk=chunk), expected, rtol=1e-6, atol=1e-6)
+
+
+def test_decoder_density_only_takes_all_rows_at_once_off_the_cpu(monkeypatch):
+    """The default chunk of OSGDecoder.sigma is CPU_CHUNK rows on the CPU only; on another device (meta here) all
+    rows go through each layer at once (one matrix product per hidden layer)."""
+    decoder = OSGDecoder(n_features=6, hidden_dim=12, decoder_output_dim=4, n_hidden_layers=2)
+    calls = []
+    addmm = torch.addmm
+    monkeypatch.setattr(torch, "addmm", lambda *args, **kwargs: calls.append(1) or addmm(*args, **kwargs))
+    rows = 3 * CPU_CHUNK + 1
+    on_meta = copy.deepcopy(decoder).to("meta")
+    assert on_meta.sigma(torch.zeros(1, rows, 6, device="meta")).shape == (1, rows, 1)
+    assert len(calls) == 2
+    decoder.sigma(torch.zeros(1, rows, 6))
+    assert len(calls) == 2 + 2 * 4
 
 
 def test_decoder_group_permutation_invariance():

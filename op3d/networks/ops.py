@@ -109,7 +109,10 @@ _TAPS_CACHE: dict = {}
 def separable_taps(f: torch.Tensor) -> tuple[list[float], list[float]] | None:
     """(column taps, row taps) as Python floats with outer(col, row) == f exactly, or None if f is not separable.
 
-    The answer is cached per filter tensor (device, storage, version), so CUDA filters cost one sync per filter."""
+    The answer is cached per filter tensor (device, storage, version), so CUDA filters cost one sync per filter.
+    A meta tensor has no values to inspect: None (the plain path, which never reads them)."""
+    if f.device.type == "meta":
+        return None
     key = (f.device, f.data_ptr(), f._version, tuple(f.shape))
     if key not in _TAPS_CACHE:
         g, taps = f.detach().double().cpu(), None

@@ -9,6 +9,9 @@ from torch import nn
 from op3d.networks.layers import FullyConnectedLayer
 
 
+CPU_CHUNK = 2048  # rows per chunk of OSGDecoder.sigma on the CPU: 2048 x 64 float32 hidden values fit in L2
+
+
 class OSGDecoder(nn.Module):
     """features [B, G, M, C] (G sampled planes/groups) -> {'sigma': [B, M, 1] raw, 'rgb': [B, M, out_dim]}.
 
@@ -36,13 +39,16 @@ class OSGDecoder(nn.Module):
         return {"rgb": rgb, "sigma": x[..., 0:1]}
 
     @torch.no_grad()
-    def sigma(self, x: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
+    def sigma(self, x: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
         """Only the density output of decode_mean (shape extraction, no gradient): x [B, M, C] -> sigma [B, M, 1].
 
         The same layer arithmetic as `net`, with the effective weights computed once, the rows taken in chunks of
         `chunk` so that the hidden activations stay in cache, and the density row of the last layer as one
-        matrix-vector product."""
+        matrix-vector product. Default chunk: CPU_CHUNK rows on the CPU; all rows at once elsewhere (a GPU has no
+        cache to fit, and each chunk costs kernel launches)."""
         n, m, c = x.shape
+        if chunk is None:
+            chunk = CPU_CHUNK if x.device.type == "cpu" else max(1, n * m)
         rows = x.reshape(n * m, c)
         layers = [self._effective(layer, x.dtype) for layer in self.net if isinstance(layer, FullyConnectedLayer)]
         w_last, b_last = layers.pop()
