@@ -161,7 +161,8 @@ def device_name(device: str) -> str:
 
     if device.startswith("cuda"):
         return torch.cuda.get_device_name(torch.device(device))
-    return f"{platform.machine()} CPU"
+    # The host's vector extensions (the kernels ATen dispatches to) change CPU times a lot between machines.
+    return f"{platform.machine()} CPU ({torch.backends.cpu.get_cpu_capability()} kernels)"
 
 
 def main():
