@@ -1153,3 +1153,52 @@ def test_generator_on_accelerator_matches_cpu(device, ortho):
         assert out[key].device.type == device
         assert_close(out[key].cpu(), ortho["out"][key], rtol=1e-3, atol=1e-3)
     assert_close(s_dev["sigma"].cpu(), s_cpu["sigma"], rtol=1e-3, atol=1e-3)
+
+
+def test_fp16_blocks_compute_in_half_precision_on_an_fp16_device(monkeypatch):
+    """The mixed precision CUDA runs (blocks built with use_fp16 compute in float16 with conv_clamp; mapping,
+    planes lookup, renderer and outputs stay float32), exercised on the CPU by declaring it an fp16 device type.
+    G's and D's fp16 blocks then output float16, the image stays within fp16 rounding of the float32 run, and
+    every training phase yields finite float32 gradients. (CPU kernels, like CUDA's, refuse mixed dtypes.)"""
+    from op3d.cameras import orbit_camera
+    from op3d.networks import ops
+    from test_loss_parity import NRR, TINY_RENDERING, phase_grads, tiny_loss
+
+    torch.manual_seed(0)
+    G = OrthoPlanesGenerator(z_dim=8, c_dim=25, w_dim=512, img_resolution=128, img_channels=3, channel_base=128,
+                             channel_max=8, mapping_kwargs={"num_layers": 2}, per_dir_plane_number=2, fourier_L=2,
+                             sr_num_fp16_res=4, num_fp16_res=2, conv_clamp=256, plane_resolution=16,
+                             rendering_kwargs=dict(TINY_RENDERING))
+    G.neural_rendering_resolution = NRR
+    D = DualDiscriminator(c_dim=25, img_resolution=128, img_channels=3, channel_base=128, channel_max=8,
+                          num_fp16_res=2, conv_clamp=256, mapping_kwargs={"num_layers": 2})
+    fp16_blocks = [m for m in list(G.modules()) + list(D.modules()) if getattr(m, "use_fp16", False)]
+    assert {id(m) for m in fp16_blocks} & {id(m) for m in G.backbone.modules()}
+    assert {id(m) for m in fp16_blocks} & {id(m) for m in G.superresolution.modules()}
+    assert {id(m) for m in fp16_blocks} & {id(m) for m in D.modules()}
+    dtypes = {}
+    for block in fp16_blocks:
+        block.register_forward_hook(lambda m, args, out: dtypes.setdefault(id(m), set()).add(out[0].dtype))
+    z, c = torch.randn(2, 8), torch.cat([orbit_camera(1.4, 1.6, focal=4.2647), orbit_camera(1.8, 1.5, focal=4.2647)])
+    draws = RendererDraws(torch.rand(2, NRR * NRR, 6, 1), torch.rand(2 * NRR * NRR, 6))
+
+    def images():
+        with torch.no_grad():
+            out = G(z, c, noise_mode="const", renderer_draws=draws)
+            return out, D(out, c)
+
+    full, logits_full = images()
+    assert dtypes and all(seen == {torch.float32} for seen in dtypes.values())  # the CPU is not an fp16 device
+    dtypes.clear()
+    monkeypatch.setattr(ops, "FP16_DEVICE_TYPES", frozenset({"cuda", "cpu"}))
+    half, logits_half = images()
+    assert len(dtypes) == len(fp16_blocks) and all(seen == {torch.float16} for seen in dtypes.values())
+    for key in ("image", "image_raw", "image_depth"):
+        assert half[key].dtype == torch.float32 and torch.isfinite(half[key]).all()
+    for key in ("image", "image_raw"):
+        assert_close(half[key], full[key], rtol=0, atol=2e-2)
+    assert_close(logits_half, logits_full, rtol=0, atol=2e-2)
+    loss = tiny_loss(G, D)
+    for phase in ("Gmain", "Greg", "Dmain", "Dreg"):
+        grads = phase_grads(G, D, loss, phase, gain=1.0)
+        assert grads and all(g.dtype == torch.float32 and torch.isfinite(g).all() for g in grads.values()), phase

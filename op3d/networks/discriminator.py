@@ -13,7 +13,7 @@ from op3d.networks.construction import records_init_kwargs
 
 from op3d.networks.deformation import N_BETAS, POSE_CODE_DIM, pose_euler_code
 from op3d.networks.layers import Conv2dLayer, FullyConnectedLayer, MappingNetwork
-from op3d.networks.ops import setup_filter, upfirdn2d
+from op3d.networks.ops import runs_fp16, setup_filter, upfirdn2d
 
 POSE_LABEL_DIM = 25 + N_BETAS + POSE_CODE_DIM
 """Label width of DualDiscriminatorWithWarping: camera (25), betas (10), pose Euler code (69)."""
@@ -65,7 +65,7 @@ class DiscriminatorBlock(nn.Module):
                                 resample_filter=resample_filter, channels_last=self.channels_last)
 
     def forward(self, x: torch.Tensor | None, img: torch.Tensor, force_fp32: bool = False):
-        if (x if x is not None else img).device.type != "cuda":
+        if not runs_fp16((x if x is not None else img).device):
             force_fp32 = True
         dtype = torch.float16 if self.use_fp16 and not force_fp32 else torch.float32
         memory_format = torch.channels_last if self.channels_last and not force_fp32 else torch.contiguous_format

@@ -14,6 +14,15 @@ import torch.nn.functional as F
 
 from op3d.fast_paths import FAST
 
+# Device types on which blocks built with use_fp16 run in float16 (as officially: CUDA only; elsewhere float32).
+FP16_DEVICE_TYPES = frozenset({"cuda"})
+
+
+def runs_fp16(device: torch.device) -> bool:
+    """Whether fp16-built blocks compute in float16 on this device."""
+    return device.type in FP16_DEVICE_TYPES
+
+
 # Activation name -> (function taking x, default gain).
 ACTIVATIONS = {
     "linear": (lambda x: x, 1.0),

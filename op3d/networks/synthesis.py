@@ -13,7 +13,7 @@ from torch import nn
 
 from op3d.fast_paths import FAST
 from op3d.networks.layers import FullyConnectedLayer, MappingNetwork
-from op3d.networks.ops import ACTIVATIONS, bias_act, modulated_conv2d, setup_filter, upsample2d
+from op3d.networks.ops import ACTIVATIONS, bias_act, modulated_conv2d, runs_fp16, setup_filter, upsample2d
 
 
 def resolve_fused_modconv(fused_modconv, default, training: bool) -> bool:
@@ -156,7 +156,7 @@ class SynthesisBlock(nn.Module):
     def run_convs(self, x: torch.Tensor | None, w_iter, batch_size: int, device: torch.device,
                   force_fp32: bool = False, fused_modconv=None, **layer_kwargs) -> tuple[torch.Tensor, bool]:
         """The conv trunk: returns the block features and the resolved fused_modconv flag."""
-        if device.type != "cuda":
+        if not runs_fp16(device):
             force_fp32 = True
         dtype = torch.float16 if self.use_fp16 and not force_fp32 else torch.float32
         channels_last = (self.channels_last and not force_fp32) or FAST.channels_last
