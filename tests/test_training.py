@@ -235,3 +235,20 @@ def test_missing_detector_is_a_one_line_note(tiny_data, tmp_path, monkeypatch):
     (run_dir,) = run_dirs(tmp_path)
     notes = [line for line in (run_dir / "log.txt").read_text().splitlines() if line.startswith("metrics skipped")]
     assert len(notes) == 1 and "inception-2015-12-05.pkl not found" in notes[0]
+
+
+def test_tick_statistics_accumulate_tensors_and_lists():
+    """Stats sums each name's values (tensors of any shape, 0-d counts, plain lists) over a tick and summarises them
+    once: count, mean and population std; the summary starts the next tick empty."""
+    from op3d.training.loop import Stats
+
+    stats = Stats()
+    stats.add("Loss/G", torch.tensor([[1.0], [2.0]]))
+    stats.add("Loss/G", [3.0])
+    stats.add("Progress/nonfinite_grads/Gmain", torch.tensor(5))
+    stats.add("Progress/nonfinite_grads/Gmain", torch.tensor(0))
+    summary = stats.summary(torch.device("cpu"))
+    assert summary["Loss/G"]["num"] == 3 and summary["Loss/G"]["mean"] == pytest.approx(2.0)
+    assert summary["Loss/G"]["std"] == pytest.approx(math.sqrt(2 / 3))
+    assert summary["Progress/nonfinite_grads/Gmain"] == {"num": 2, "mean": 2.5, "std": 2.5}
+    assert stats.summary(torch.device("cpu")) == {}

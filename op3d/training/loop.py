@@ -116,12 +116,20 @@ def build_networks(spec: dict, dataset, device) -> tuple[torch.nn.Module, torch.
     return G.train().requires_grad_(False).to(device), D.train().requires_grad_(False).to(device)
 
 
+def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Host tensor -> device. To CUDA from pinned memory without blocking: a blocking copy would wait for all the
+    GPU work queued so far (a host sync per chunk); PyTorch keeps the pinned buffer until the copy is done."""
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
 def _chunk_to_device(batch, device) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """A loader batch -> (real images float [B, C, H, W] in [-1, 1], labels [B, 25], extra loss arguments: the
     batched pose conditions as {'real_conditions': ...} for the conditional dataset, else {})."""
     img, c, *pose = batch
-    extra = {"real_conditions": {k: v.to(device) for k, v in pose[0].items()}} if pose else {}
-    return img.to(device).to(torch.float32) / 127.5 - 1, c.to(device), extra
+    extra = {"real_conditions": {k: _to_device(v, device) for k, v in pose[0].items()}} if pose else {}
+    return _to_device(img, device).to(torch.float32) / 127.5 - 1, _to_device(c, device), extra
 
 
 # --- optimisation --------------------------------------------------------------------------------------------------
@@ -153,9 +161,10 @@ def make_phases(G, D, spec: dict) -> list[Phase]:
     return phases
 
 
-def reduce_gradients(module: torch.nn.Module) -> int:
+def reduce_gradients(module: torch.nn.Module) -> torch.Tensor | int:
     """Average the gradients of module's parameters over processes (one flat all-reduce), then replace NaN by 0
-    and +-inf by +-1e5 as the official loop does. Returns how many gradient entries were not finite."""
+    and +-inf by +-1e5 as the official loop does. Returns how many gradient entries were not finite, as a 0-d
+    tensor on the gradients' device (reading it would wait for the GPU; the tick's statistics read it)."""
     params = [p for p in module.parameters() if p.grad is not None]
     if not params:
         return 0
@@ -164,7 +173,7 @@ def reduce_gradients(module: torch.nn.Module) -> int:
     if world > 1:
         torch.distributed.all_reduce(flat)
         flat /= world
-    nonfinite = int((~torch.isfinite(flat)).sum())
+    nonfinite = (~torch.isfinite(flat)).sum()
     torch.nan_to_num(flat, nan=0, posinf=1e5, neginf=-1e5, out=flat)
     offset = 0
     for p in params:
@@ -198,23 +207,33 @@ def broadcast_module(module: torch.nn.Module) -> None:
 
 # --- statistics and logs -------------------------------------------------------------------------------------------
 
+NONFINITE_STAT = "Progress/nonfinite_grads/"  # + phase name: non-finite gradient entries per step of that phase
+
 class Stats:
     """Scalar statistics of a tick: add(name, values), then summary() -> {name: {num, mean, std}} over every
-    process (names must be the same on every process)."""
+    process (names must be the same on every process).
+
+    Values on a CUDA device are summed there: adding them never waits for the GPU (no host sync in the training
+    step); summary() reads all sums once per tick. Other values are summed on the CPU (float64, which MPS lacks)."""
 
     def __init__(self):
-        self._acc = {}
+        self._counts = {}
+        self._sums = {}  # name -> [sum, sum of squares], float64, on the values' device
 
     def add(self, name: str, values) -> None:
-        v = torch.as_tensor(values, dtype=torch.float64).detach().flatten().cpu()
-        acc = self._acc.setdefault(name, torch.zeros(3, dtype=torch.float64))
-        acc += torch.stack([torch.tensor(float(v.numel()), dtype=torch.float64), v.sum(), v.square().sum()])
+        v = torch.as_tensor(values).detach()
+        v = v.to(device=v.device if v.device.type == "cuda" else "cpu", dtype=torch.float64).flatten()
+        self._counts[name] = self._counts.get(name, 0) + v.numel()
+        sums = torch.stack([v.sum(), v.square().sum()])
+        previous = self._sums.get(name)
+        self._sums[name] = sums if previous is None else previous.to(sums.device) + sums
 
     def summary(self, device) -> dict:
-        names = sorted(self._acc)
+        names = sorted(self._counts)
         if not names:
             return {}
-        table = torch.stack([self._acc[n] for n in names]).to(device)
+        counts = torch.tensor([float(self._counts[n]) for n in names], dtype=torch.float64, device=device)
+        table = torch.cat([counts[:, None], torch.stack([self._sums[n].to(device) for n in names])], dim=1)
         if rank_and_world()[1] > 1:
             torch.distributed.all_reduce(table)
         table = table.cpu()
@@ -223,7 +242,7 @@ class Stats:
             mean = total / num if num else float("nan")
             std = max(squares / num - mean * mean, 0) ** 0.5 if num else float("nan")
             out[name] = {"num": num, "mean": mean, "std": std}
-        self._acc = {}
+        self._counts, self._sums = {}, {}
         return out
 
 
@@ -445,7 +464,7 @@ def training_loop(run_dir: str | None, spec: dict, device: torch.device, resume:
                 torch.manual_seed(_seed(seed, state.batch_idx, phase_idx, chunk))
                 gen_z = torch.randn([batch_gpu, G.z_dim], device=device)
                 gen_items = torch.randint(len(dataset), [batch_gpu]).tolist()
-                gen_c = torch.from_numpy(np.stack([dataset.get_label(i) for i in gen_items])).to(device)
+                gen_c = _to_device(torch.from_numpy(np.stack([dataset.get_label(i) for i in gen_items])), device)
                 reported = loss.accumulate_gradients(phase.name, real_img, real_c, gen_z, gen_c,
                                                      gain=phase.interval / rounds, cur_nimg=state.cur_nimg, **pose)
                 for name, value in reported.items():
@@ -456,10 +475,7 @@ def training_loop(run_dir: str | None, spec: dict, device: torch.device, resume:
             nonfinite = reduce_gradients(phase.module)
             if spec.get("grad_clip_norm"):  # conditional training: the official conditional loop clips
                 torch.nn.utils.clip_grad_norm_(phase.module.parameters(), spec["grad_clip_norm"])
-            stats.add(f"Progress/nonfinite_grads/{phase.name}", [nonfinite])
-            if nonfinite:
-                log.line(f"warning: {nonfinite} non-finite gradient values in phase {phase.name} at kimg "
-                         f"{state.cur_nimg / 1000:.3f}; replaced (NaN -> 0, inf -> +-1e5) as the official loop does")
+            stats.add(f"{NONFINITE_STAT}{phase.name}", nonfinite)  # reported with the tick's statistics
             phase.optimizer.step()
 
         update_ema(G_ema, G, state.cur_nimg, batch_size, spec["ema_kimg"], spec.get("ema_rampup", 0.05))
@@ -526,7 +542,14 @@ def training_loop(run_dir: str | None, spec: dict, device: torch.device, resume:
                     for key, value in result["results"].items():
                         stats.add(f"Metrics/{key}", [value])
         maintenance = time.time() - maintenance_start
-        log.stats(stats.summary(device), state.cur_nimg)
+        summary = stats.summary(device)
+        for name, stat in summary.items():
+            if name.startswith(NONFINITE_STAT) and stat["mean"] > 0:  # every process counts the same reduced grads
+                log.line(f"warning: {round(stat['num'] * stat['mean'] / world)} non-finite gradient values in phase "
+                         f"{name[len(NONFINITE_STAT):]} during tick {state.cur_tick} (kimg "
+                         f"{state.tick_start_nimg / 1000:.3f} to {state.cur_nimg / 1000:.3f}); replaced (NaN -> 0, "
+                         f"inf -> +-1e5) as the official loop does")
+        log.stats(summary, state.cur_nimg)
         state = next_state
         tick_start_time = time.time()
         if progress_hook is not None:
