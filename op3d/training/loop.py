@@ -209,6 +209,7 @@ def broadcast_module(module: torch.nn.Module) -> None:
 
 NONFINITE_STAT = "Progress/nonfinite_grads/"  # + phase name: non-finite gradient entries per step of that phase
 
+
 class Stats:
     """Scalar statistics of a tick: add(name, values), then summary() -> {name: {num, mean, std}} over every
     process (names must be the same on every process).
