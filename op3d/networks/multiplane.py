@@ -70,18 +70,23 @@ class MultiplaneSynthesisNetwork(SynthesisNetwork):
     def make_block(self, in_channels, out_channels, **kwargs) -> MultiplaneSynthesisBlock:
         return MultiplaneSynthesisBlock(in_channels, out_channels, code_dim=2 * self.fourier_L + 1, **kwargs)
 
-    def plane_styles(self, w: torch.Tensor, n_planes: int) -> torch.Tensor:
-        """[w, PE(t_k)] for every plane: w [N, w_dim] -> [N, K, w_dim + 2L + 1]."""
-        code = positional_encoding(plane_positions(n_planes, device=w.device), self.fourier_L).to(w.dtype)
-        n = w.shape[0]
-        return torch.cat([w.unsqueeze(1).expand(n, n_planes, -1), code.unsqueeze(0).expand(n, -1, -1)], dim=-1)
+    def plane_code(self, n_planes: int, like: torch.Tensor) -> torch.Tensor:
+        """PE(t_k) for every plane, on like's device and in its dtype: [K, 2L + 1]."""
+        return positional_encoding(plane_positions(n_planes, device=like.device), self.fourier_L).to(like.dtype)
+
+    @staticmethod
+    def plane_styles(w: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
+        """[w, PE(t_k)] for every plane: w [N, w_dim], code [K, 2L + 1] -> [N, K, w_dim + 2L + 1]."""
+        n, k = w.shape[0], code.shape[0]
+        return torch.cat([w.unsqueeze(1).expand(n, k, -1), code.unsqueeze(0).expand(n, -1, -1)], dim=-1)
 
     def forward(self, ws: torch.Tensor, n_planes: int, shared_w: torch.Tensor | None = None,
                 **block_kwargs) -> torch.Tensor:
         x = img = None
-        shared_styles = None if shared_w is None else self.plane_styles(shared_w, n_planes)
+        code = self.plane_code(n_planes, ws)  # computed once: the same for every block (about 40 ops each)
+        shared_styles = None if shared_w is None else self.plane_styles(shared_w, code)
         for res, block_ws in zip(self.block_resolutions, self.split_ws(ws)):
-            styles = shared_styles if shared_styles is not None else self.plane_styles(block_ws[:, 0], n_planes)
+            styles = shared_styles if shared_styles is not None else self.plane_styles(block_ws[:, 0], code)
             x, img = getattr(self, f"b{res}")(x, img, block_ws, styles, **block_kwargs)
         return img
 
