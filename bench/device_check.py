@@ -20,7 +20,9 @@ failing step is reported and the next one runs:
   4. the fixture checkpoints on the device: fast path against reference path (images, a 128^3 volume) and
      against the CPU, as max |diff|;
   5. profile: the top CUDA kernels of a batch-1 released-size forward and of a 256^3 extraction;
-  6. torch.compile of the field (fused lookup + decoder): speed-up of the batch-1 forward and the difference it
+  6. the batch-1 forward with each fast path switched off in turn: which pay on the GPU (they were chosen on the
+     CPU; e.g. the separable FIR path launches more, smaller kernels, bench/launch_count.py);
+  7. torch.compile of the field (fused lookup + decoder): speed-up of the batch-1 forward and the difference it
      makes (on the CPU it gained 4% of a synthesis, docs/performance.md).
 """
 
@@ -221,6 +223,32 @@ def profile(device, out: pathlib.Path, quick: bool) -> None:
     print("\n\n".join(text[:6000] for text in report))
 
 
+def switch_ablation(device, quick: bool) -> None:
+    """The batch-1 released-size forward with every fast path on, with each switched off in turn, and with all off
+    (the reference path): which of them pay on this device (they were chosen on the CPU)."""
+    import torch
+
+    import op3d.cameras
+    from generator import timed
+    from op3d import fast_paths
+
+    G = released_generator(device, quick)
+    z = torch.randn(1, G.z_dim, device=device)
+    c = op3d.cameras.orbit_camera(math.pi / 2, math.pi / 2, 2.7, device=device)
+    repeats = 2 if quick else 7
+    settings = [("all on", {})] + [(f"{name} off", {name: False}) for name in fast_paths.NAMES if name != "shape_grid"]
+    settings += [("all off (reference)", {name: False for name in fast_paths.NAMES}), ("all on, again", {})]
+    times = {}
+    with torch.no_grad():
+        for label, switches in settings:
+            with fast_paths.configured(**switches):
+                G(z, c, noise_mode="const")  # warm-up (cuDNN algorithm choice for this path's shapes)
+                times[label] = min(timed(lambda: G(z, c, noise_mode="const"), device) for _ in range(repeats))
+    base = min(times["all on"], times["all on, again"])  # measured first and last: drift shows between the two
+    for label, best in times.items():
+        print(f"{label:<24s} {best * 1e3:8.1f} ms  ({best / base:.2f} x all on)")
+
+
 def compiled_field(device, quick: bool) -> None:
     """torch.compile of the per-point field (fused lookup + decoder) on the batch-1 forward: time and difference."""
     import torch
@@ -276,7 +304,8 @@ def main():
                  ("4. fixture checkpoints: fast against reference, device against CPU", 60,
                   lambda: fixture_agreement(device, args.quick)),
                  ("5. profile", 40, lambda: profile(device, out, args.quick)),
-                 ("6. torch.compile of the field (lookup + decoder)", 90,
+                 ("6. each fast path switched off (batch-1 forward)", 30, lambda: switch_ablation(device, args.quick)),
+                 ("7. torch.compile of the field (lookup + decoder)", 90,
                   lambda: compiled_field(device, args.quick))]
         if device.type != "cuda":
             steps.pop(1)  # the accelerator tests skip without one
