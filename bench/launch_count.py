@@ -91,8 +91,7 @@ def main():
     for fast in (False, True):
         counter = count_forward(G, taps, args.nrr, fast)
         counts = counter.counts
-        frequent = ", ".join(f"{name} {n}" for name, n in counts.most_common() if name not in NO_KERNEL)
-        frequent = ", ".join(frequent.split(", ")[:6])
+        frequent = ", ".join([f"{name} {n}" for name, n in counts.most_common() if name not in NO_KERNEL][:6])
         matmuls = sum(counts[name] for name in ("addmm", "mm", "bmm", "matmul", "baddbmm"))
         print(f"| {'fast' if fast else 'reference'} | {counter.launches()} | {counts['convolution']} | {matmuls} | "
               f"{sum(counts.values())} | {frequent} |")
