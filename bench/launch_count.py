@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import copy
 import pathlib
 import sys
 
@@ -53,10 +52,10 @@ def meta_generator(k: int):
     from run_all import generator_for
 
     G = generator_for({"source": f"K={k} L=10 released", "k": k, "size": "released"}, torch.device("cpu"))
-    G_meta = copy.deepcopy(G).to("meta")
-    meta_buffers = dict(G_meta.named_buffers())
-    taps = {id(meta_buffers[name]): ops.separable_taps(buf) for name, buf in G.named_buffers() if buf.ndim == 2}
-    return G_meta, taps
+    taps_by_name = {name: ops.separable_taps(buf) for name, buf in G.named_buffers() if buf.ndim == 2}
+    G = G.to("meta")  # new buffer tensors: the taps are keyed by the meta tensors upfirdn2d will be handed
+    taps = {id(buf): taps_by_name[name] for name, buf in G.named_buffers() if name in taps_by_name}
+    return G, taps
 
 
 def count_forward(G, taps: dict, nrr: int, fast: bool) -> OpCounter:
