@@ -50,10 +50,7 @@ def _curriculum(text: str) -> tuple:
 
 
 def run(dry_run, metrics, curriculum_kimg, **kwargs):
-    from op3d.smpl.body_model import SMPLModelError
-    from op3d.training.dataset import DatasetError
-    from op3d.training.launch import launch, prepare
-    from op3d.training.options import OptionsError
+    from op3d.training.launch import input_errors, launch, prepare
     from op3d.training.options_cond import ConditionalTrainingOptions
 
     try:
@@ -65,7 +62,7 @@ def run(dry_run, metrics, curriculum_kimg, **kwargs):
         launch(opts)
     except click.BadParameter as error:
         raise click.ClickException(f"--curriculum_kimg: {error.message}") from None
-    except (OptionsError, DatasetError, SMPLModelError, FileNotFoundError, ValueError) as error:
+    except input_errors() as error:  # bad input is one line; any other error is a bug and keeps its traceback
         raise click.ClickException(str(error)) from None
 
 

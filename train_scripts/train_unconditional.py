@@ -123,10 +123,11 @@ def _metrics(text: str) -> list:
               show_default=True, help="Representation: OrthoPlanes, or EG3D tri-planes (with EG3D's size defaults; "
               "--plane_number / --fourier_L are then unused).")
 @click.option("--detector-dir", default=None, help="Folder with the metric detector files.")
+@click.option("--metrics-num-gen", type=click.IntRange(min=2), default=None,
+              help="Generated images per metric instead of the metric's own (quick runs; not comparable).")
 def main(dry_run, metrics, **kwargs):
-    from op3d.training.dataset import DatasetError
-    from op3d.training.launch import launch, prepare
-    from op3d.training.options import OptionsError, TrainingOptions
+    from op3d.training.launch import input_errors, launch, prepare
+    from op3d.training.options import TrainingOptions
 
     opts = TrainingOptions(metrics=_metrics(metrics), **kwargs)
     try:
@@ -134,7 +135,7 @@ def main(dry_run, metrics, **kwargs):
             click.echo(json.dumps(prepare(opts), indent=2))
             return
         launch(opts)
-    except (OptionsError, DatasetError, FileNotFoundError, ValueError) as error:
+    except input_errors() as error:  # bad input is one line; any other error is a bug and keeps its traceback
         raise click.ClickException(str(error)) from None
 
 

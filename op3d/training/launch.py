@@ -9,8 +9,23 @@ import os
 
 import torch
 
+from op3d.atomic import is_temporary, remove_stale_temporaries
 from op3d.distributed import launched_by_torchrun, local_device, rank_and_world, run
 from op3d.training.options import OptionsError, TrainingOptions, run_name, training_spec
+
+
+def input_errors() -> tuple[type[Exception], ...]:
+    """The exception types that mean bad user input (options, data, resume file, SMPL model): the scripts print
+    them as one line. Anything else, a plain ValueError included, is a bug and keeps its traceback."""
+    from op3d.checkpoints import CheckpointError
+    from op3d.metrics.detectors import DetectorError
+    from op3d.safe_pickle import UnsafePickleError
+    from op3d.smpl.body_model import SMPLModelError
+    from op3d.smpl.pose_files import PoseFileError
+    from op3d.training.dataset import DatasetError
+
+    return (OptionsError, DatasetError, CheckpointError, UnsafePickleError, DetectorError, SMPLModelError,
+            PoseFileError, FileNotFoundError)
 
 
 def resume_source(path: str) -> tuple[str, str | None]:
@@ -23,6 +38,8 @@ def resume_source(path: str) -> tuple[str, str | None]:
         if snapshot is None:
             raise OptionsError(f"--resume: {path} holds no network-snapshot-*.pkl")
     elif os.path.isfile(path):
+        if is_temporary(path):
+            raise OptionsError(f"--resume: {path} is the unfinished temporary of an interrupted write, not a snapshot")
         snapshot = path
     else:
         raise OptionsError(f"--resume: {path} does not exist (expected a run directory or a snapshot .pkl)")
@@ -57,6 +74,7 @@ def prepare(opts: TrainingOptions) -> dict:
     spec["training_set_kwargs"]["max_size"] = None  # every item; the official 110000 cap is not applied
     spec["resume_state"] = resume_state
     spec["detector_dir"] = opts.detector_dir
+    check_metrics(opts.metrics)
     if opts.resume is not None:
         check_resume_fits(spec, dataset)
     dataset.close()
@@ -88,12 +106,28 @@ def _conditional_data(opts):
     return dataset, functools.partial(conditional_training_spec, smpl_model=smpl_file)
 
 
+def check_metrics(names: list[str]) -> None:
+    """OptionsError for a metric name op3d does not compute (checked before training, not at the first snapshot)."""
+    from op3d.metrics.registry import check_metric_names
+
+    try:
+        check_metric_names(names)
+    except ValueError as error:
+        raise OptionsError(str(error)) from None
+
+
 def check_resume_fits(spec: dict, dataset) -> None:
-    """Build the configured networks on the CPU and copy the snapshot's weights into them, so that a snapshot of
-    another configuration is refused before any process starts or any file is written."""
+    """Check the resume source against the configuration before any process starts or any file is written: an
+    exact resume (training state) needs the batch it was trained with, and the snapshot's weights must fit the
+    configured networks (built on the CPU)."""
     from op3d.checkpoints import load_network_pkl
     from op3d.training.loop import build_networks, copy_weights
 
+    if spec.get("resume_state"):
+        saved = torch.load(spec["resume_state"], map_location="cpu", weights_only=True)
+        if saved["batch_size"] != spec["batch_size"]:
+            raise OptionsError(f"--batch: the run being resumed ({spec['resume_state']}) used batch "
+                               f"{saved['batch_size']}, got {spec['batch_size']}; an exact resume needs the same batch")
     snapshot = load_network_pkl(spec["resume_pkl"])
     G, D = build_networks(spec, dataset, torch.device("cpu"))
     for name, module in (("G", G), ("D", D), ("G_ema", G)):
@@ -129,9 +163,6 @@ def _worker(opts: TrainingOptions, spec: dict) -> None:
         resume = {"snapshot": load_network_pkl(spec["resume_pkl"], device=device), "state": None}
         if spec.get("resume_state"):
             resume["state"] = torch.load(spec["resume_state"], map_location=device, weights_only=True)
-            if resume["state"]["batch_size"] != spec["batch_size"]:
-                raise OptionsError(f"--batch: the run being resumed used batch {resume['state']['batch_size']}, "
-                                   f"got {spec['batch_size']}; an exact resume needs the same batch")
     torch.backends.cudnn.benchmark = not opts.nobench
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
@@ -142,6 +173,8 @@ def launch(opts: TrainingOptions) -> dict:
     """Check everything, then train on opts.gpus processes (torchrun's group if launched by torchrun).
     Returns the spec."""
     spec = prepare(opts)
+    if spec.get("resume_pkl"):  # a process killed while writing a snapshot left its temporaries there
+        remove_stale_temporaries(os.path.dirname(os.path.abspath(spec["resume_pkl"])))
     run(_worker, (opts, spec), num_processes=1 if launched_by_torchrun() else opts.gpus,
         device=local_device(_device_name(opts)))
     return spec

@@ -35,6 +35,7 @@ from op3d.distributed import rank_and_world
 from op3d.networks.conditional import ConditionalOrthoPlanesGenerator
 from op3d.networks.discriminator import DualDiscriminator, DualDiscriminatorWithWarping
 from op3d.networks.generator import OrthoPlanesGenerator, TriPlaneGenerator
+from op3d.training.options import OptionsError
 
 # The spec's class names (official module paths) -> op3d classes. The conditional entries serve train_conditional.py.
 GENERATOR_CLASSES = {"training.orthoplanes.TriMultiPlaneGenerator": OrthoPlanesGenerator,
@@ -318,8 +319,10 @@ def render_grid(G_ema, grid_z: torch.Tensor, grid_c: torch.Tensor, batch: int,
 # --- snapshots and resume ------------------------------------------------------------------------------------------
 
 def latest_snapshot(run_dir: str) -> str | None:
-    """The newest network-snapshot-*.pkl of a run directory that has its training-state file, else the newest."""
-    pkls = sorted(glob.glob(os.path.join(run_dir, "network-snapshot-*.pkl")))
+    """The newest network-snapshot-<kimg>.pkl of a run directory that has its training-state file, else the newest
+    (never a temporary <name>.tmp-<pid>.pkl that a killed process left)."""
+    pkls = sorted(p for p in glob.glob(os.path.join(run_dir, "network-snapshot-*.pkl"))
+                  if re.fullmatch(r"network-snapshot-\d+\.pkl", os.path.basename(p)))
     with_state = [p for p in pkls if os.path.isfile(state_path_for(p))]
     return (with_state or pkls or [None])[-1]
 
@@ -338,7 +341,7 @@ def copy_weights(source: torch.nn.Module, target: torch.nn.Module, where: str) -
     dst = target.state_dict()
     mismatched = [k for k in dst if k in src and src[k].shape != dst[k].shape]
     if mismatched:
-        raise ValueError(f"--resume: {where} does not fit this configuration: tensors {mismatched[:5]} have other "
+        raise OptionsError(f"--resume: {where} does not fit this configuration: tensors {mismatched[:5]} have other "
                          "shapes")
     with torch.no_grad():
         for name, tensor in dst.items():
@@ -379,7 +382,7 @@ def training_loop(run_dir: str | None, spec: dict, device: torch.device, resume:
     batch_size, batch_gpu = spec["batch_size"], spec["batch_gpu"]
     rounds = batch_size // (batch_gpu * world)
     if batch_size % (batch_gpu * world):
-        raise ValueError(f"--batch {batch_size} is not a multiple of --batch-gpu {batch_gpu} x {world} processes")
+        raise OptionsError(f"--batch {batch_size} is not a multiple of --batch-gpu {batch_gpu} x {world} processes")
 
     dataset_kwargs = {k: v for k, v in spec["training_set_kwargs"].items() if k != "class_name"}
     dataset = open_dataset(spec)
@@ -448,6 +451,7 @@ def training_loop(run_dir: str | None, spec: dict, device: torch.device, resume:
     total_nimg = spec["total_kimg"] * 1000
     kimg_per_tick = spec["kimg_per_tick"]
     metric_note_shown = False
+    metric_results = {}
     tick_start_time = time.time()
     maintenance = 0.0
     log.line(f"Training for {spec['total_kimg']} kimg from kimg {state.cur_nimg / 1000:.3f} "
@@ -530,7 +534,8 @@ def training_loop(run_dir: str | None, spec: dict, device: torch.device, resume:
                     torch.save(training_state, tmp)
             for name in spec.get("metrics", []):
                 ctx = MetricContext(G_ema, {"path": dataset_kwargs["path"], "xflip": dataset_kwargs["xflip"]},
-                                    device=device, detector_dir=spec.get("detector_dir"))
+                                    device=device, detector_dir=spec.get("detector_dir"),
+                                    num_gen=spec.get("metrics_num_gen"))
                 try:
                     result = calc_metric(name, ctx)
                 except DetectorError as error:
@@ -540,10 +545,13 @@ def training_loop(run_dir: str | None, spec: dict, device: torch.device, resume:
                     continue
                 if rank == 0:
                     report_metric(result, run_dir, snapshot_pkl)
-                    for key, value in result["results"].items():
-                        stats.add(f"Metrics/{key}", [value])
+                    metric_results.update(result["results"])
         maintenance = time.time() - maintenance_start
         summary = stats.summary(device)
+        # Every process computed the same metric values: they are logged once, outside the per-process statistics
+        # (whose names must match on every process for the reduction).
+        summary.update({f"Metrics/{key}": {"num": 1, "mean": value, "std": 0.0} for key, value in metric_results.items()})
+        metric_results = {}
         for name, stat in summary.items():
             if name.startswith(NONFINITE_STAT) and stat["mean"] > 0:  # every process counts the same reduced grads
                 log.line(f"warning: {round(stat['num'] * stat['mean'] / world)} non-finite gradient values in phase "

@@ -42,7 +42,7 @@ SIZE_DEFAULTS = {"orthoplanes": dict(cbase=24576, cmax=384, map_depth=8),
 class TrainingOptions:
     """Every option of train_unconditional.py, with the official defaults. Options the official script parses but
     never uses are kept (and documented in the CLI) so existing command lines work: c_noise, sr_first_cutoff,
-    sr_first_stopband. op3d additions: device, generator, detector_dir, fractional kimg/tick. cbase, cmax and
+    sr_first_stopband. op3d additions: device, generator, detector_dir, metrics_num_gen, fractional kimg/tick. cbase, cmax and
     map_depth left at None take the representation's official default (SIZE_DEFAULTS)."""
 
     def __post_init__(self):
@@ -106,6 +106,7 @@ class TrainingOptions:
     device: str = "auto"
     generator: str = "orthoplanes"
     detector_dir: str | None = None
+    metrics_num_gen: int | None = None
     z_dim: int = 512
 
 
@@ -209,6 +210,8 @@ def training_spec(opts: TrainingOptions, dataset_resolution: int, dataset_len: i
         total_kimg=opts.kimg, kimg_per_tick=opts.tick, image_snapshot_ticks=opts.snap,
         network_snapshot_ticks=opts.snap, random_seed=opts.seed, ema_kimg=opts.batch * 10 / 32,
     )
+    if opts.metrics_num_gen is not None:
+        spec["metrics_num_gen"] = opts.metrics_num_gen  # op3d: fewer fakes per metric, for quick runs
     if opts.density_reg > 0:
         spec["G_reg_interval"] = opts.density_reg_every
     if opts.aug != "noaug":
