@@ -28,6 +28,7 @@ __all__ = [
     "GaussianCameraPoseSampler",
     "UniformCameraPoseSampler",
     "create_cam2world_matrix",
+    "orbit_origins",
     "fov_to_intrinsics",
     "focal_to_intrinsics",
     "pack_label",
@@ -44,10 +45,10 @@ def _normalize(v):
     return v / torch.norm(v, dim=-1, keepdim=True)
 
 
-def _orbit_origins(h, v, radius):
-    """Camera positions [B, 3] on a sphere of ``radius`` around the origin.
+def orbit_origins(h, v, radius):
+    """Camera positions [B, 3] on a sphere of ``radius`` around the origin (differentiable).
 
-    ``h`` and ``v`` are [B, 1] yaw/pitch angles. The pitch is mapped to the
+    ``h`` and ``v`` are [B, 1] yaw/pitch angles (``radius`` a number or [B, 1]). The pitch is mapped to the
     polar angle phi = arccos(1 - 2 v / pi) (so v = pi/2 is the equator, and
     uniformly distributed v would give area-uniform positions) and measured
     from world +y.
@@ -94,7 +95,7 @@ class LookAtPoseSampler:
         """
         h, v = _gaussian_angles(horizontal_mean, vertical_mean, horizontal_stddev,
                                 vertical_stddev, batch_size, device)
-        origins = _orbit_origins(h, v, radius)
+        origins = orbit_origins(h, v, radius)
         lookat = _as_points(lookat_position, batch_size, device)
         return create_cam2world_matrix(_normalize(lookat - origins), origins)
 
@@ -108,7 +109,7 @@ class GaussianCameraPoseSampler:
         """Sample cam2world matrices, float32 [B, 4, 4]; angles as in LookAtPoseSampler."""
         h, v = _gaussian_angles(horizontal_mean, vertical_mean, horizontal_stddev,
                                 vertical_stddev, batch_size, device)
-        origins = _orbit_origins(h, v, radius)
+        origins = orbit_origins(h, v, radius)
         return create_cam2world_matrix(_normalize(-origins), origins)
 
 
@@ -126,7 +127,7 @@ class UniformCameraPoseSampler:
         """
         h = (torch.rand((batch_size, 1), device=device) * 2 - 1) * horizontal_stddev + horizontal_mean
         v = (torch.rand((batch_size, 1), device=device) * 2 - 1) * vertical_stddev + vertical_mean
-        origins = _orbit_origins(h, v, radius)
+        origins = orbit_origins(h, v, radius)
         return create_cam2world_matrix(_normalize(-origins), origins)
 
 
