@@ -6,7 +6,8 @@
 Metrics: fid50k_full, kid50k_full, pr50k3_full, is50k, fid50k, kid50k, pr50k3 (the official definitions) and
 mvc1k (op3d's multi-view consistency: depth reprojection and photometric error between two views of each fake;
 needs no detector). Detectors are the official files inception-2015-12-05.pkl and vgg16.pkl, found in
---detector-dir, $OP3D_DETECTOR_DIR or the dnnlib download cache; they are unpickled, so only use files you trust.
+--detector-dir, $OP3D_DETECTOR_DIR or the dnnlib download cache; they are read with a restricted unpickler that
+rebuilds torch modules and tensors and runs no code the file names.
 Each result is printed as a jsonl line and appended to metric-<name>.jsonl when the snapshot lies in a training
 run directory (next to training_options.json). Dataset statistics are cached in ~/.cache/op3d/gan-metrics.
 Several processes: --gpus N, or launch with torchrun.
