@@ -1,4 +1,5 @@
-"""Compatibility package named like the one official OP3D / EG3D pickles reference (``dnnlib``)."""
+"""The name official OP3D / EG3D pickles reference, for code run from this checkout (not installed with op3d; see
+``dnnlib.util``)."""
 
 from .util import EasyDict
 

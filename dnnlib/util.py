@@ -1,23 +1,10 @@
-"""Minimal stand-in for the ``dnnlib.util`` module referenced by official OP3D / EG3D pickles.
+"""``dnnlib.util`` for code run from this checkout that imports it (tests/test_safe_pickle.py does): only
+``EasyDict``, which is op3d's own (``op3d.safe_pickle.EasyDict``).
 
-Only :class:`EasyDict` is provided: snapshot pickles store constructor keyword arguments in it.
+This folder is not installed with op3d (it would shadow the real EG3D/StyleGAN ``dnnlib``); reading official pickles
+needs no ``dnnlib`` package at all, since op3d's restricted unpickler resolves the name itself.
 """
 
+from op3d.safe_pickle import EasyDict
 
-class EasyDict(dict):
-    """A ``dict`` whose keys can also be read, written and deleted as attributes."""
-
-    def __getattr__(self, name):
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name) from None
-
-    def __setattr__(self, name, value):
-        self[name] = value
-
-    def __delattr__(self, name):
-        try:
-            del self[name]
-        except KeyError:
-            raise AttributeError(name) from None
+__all__ = ["EasyDict"]

@@ -22,14 +22,33 @@ import numpy as np
 import torch
 import torch._utils
 
-from dnnlib.util import EasyDict
-
 try:  # numpy >= 2
     from numpy._core.multiarray import _reconstruct as _np_reconstruct
 except ImportError:  # numpy 1.x
     from numpy.core.multiarray import _reconstruct as _np_reconstruct
 
-__all__ = ["UnsafePickleError", "PersistentRecord", "GlobalRecord", "NetworkRecord", "ALLOWED_GLOBALS", "load_pickle"]
+__all__ = ["UnsafePickleError", "EasyDict", "PersistentRecord", "GlobalRecord", "NetworkRecord", "ALLOWED_GLOBALS",
+           "load_pickle"]
+
+
+class EasyDict(dict):
+    """A dict whose keys are also attributes: what official pickles store constructor arguments in, under the name
+    ``dnnlib.util.EasyDict``. That name resolves here, so reading a pickle needs no importable ``dnnlib`` package."""
+
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __setattr__(self, name, value):
+        self[name] = value
+
+    def __delattr__(self, name):
+        try:
+            del self[name]
+        except KeyError:
+            raise AttributeError(name) from None
 
 
 class UnsafePickleError(pickle.UnpicklingError):
@@ -174,6 +193,7 @@ ALLOWED_GLOBALS: types.MappingProxyType = types.MappingProxyType({
     # containers
     "dnnlib.util.EasyDict": EasyDict,
     "dnnlib.EasyDict": EasyDict,
+    "op3d.safe_pickle.EasyDict": EasyDict,
     "collections.OrderedDict": collections.OrderedDict,
     "builtins.set": set,
     "builtins.frozenset": frozenset,
