@@ -48,7 +48,7 @@ def main(network_pkl, metrics, data, mirror, gpus, verbose, device, detector_dir
     from op3d.metrics.detectors import DetectorError
     from op3d.metrics.evaluate import EvaluationOptions, evaluate
     from op3d.safe_pickle import UnsafePickleError
-    from op3d.training.dataset import DatasetError
+    from op3d.datasets import DatasetError
 
     try:
         refuse_url(network_pkl, "--network")

@@ -26,12 +26,11 @@ import numpy as np
 import PIL.Image
 from tqdm import tqdm
 
+from op3d.datasets import LABELS_FILE, DatasetError, ImageFiles, dataset_writer, png_bytes, refuse_existing
+from op3d.datasets.conditional import POSE_DIR
 from op3d.safe_pickle import UnsafePickleError
 from op3d.smpl.body_model import SMPLModel, SMPLModelError, load_smpl_model
 from op3d.smpl.pose_files import PoseFileError, load_pose_condition, pose_condition_bytes
-from op3d.training.dataset import (LABELS_FILE, DatasetError, ImageFiles, dataset_writer, png_bytes,
-                                   refuse_existing)
-from op3d.training.dataset_cond import POSE_DIR
 
 __all__ = ["EXPORT_ERRORS", "PARE_EXTENSIONS", "ExportSummary", "camera_label_from_root", "export_data", "export_pose",
            "optional_smpl_model", "pare_files"]
@@ -139,7 +138,7 @@ def export_data(image_folder: str | os.PathLike, smpl_folder: str | os.PathLike,
 
     Output (a new or empty folder, or a .zip): ``{i:06d}.png``, ``dataset.json`` with the camera label of each image
     (:func:`camera_label_from_root`) and ``processed_pose_cond/{i:06d}.pickle`` (the pose condition), i.e. what
-    :class:`op3d.training.dataset_cond.ConditionalImageDataset` reads. Images must be square and of one size, or are
+    :class:`op3d.datasets.conditional.ConditionalImageDataset` reads. Images must be square and of one size, or are
     resized to `resolution` (which keeps normalized intrinsics). Nothing is written unless every image converts.
     """
     _check_count(n_images, "n_images")

@@ -21,7 +21,7 @@ import torch
 from op3d.atomic import atomic_output
 from op3d.cameras import orbit_camera
 from op3d.data.synthetic import _box_hit, _composite, _rays, _sphere_hit
-from op3d.training.dataset import write_image_dataset
+from op3d.datasets import write_image_dataset
 
 TEXTURES = ("none", "checker", "stripes")
 TEXTURE_DARK = 0.35

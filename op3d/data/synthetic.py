@@ -22,8 +22,8 @@ from tqdm import tqdm
 
 from op3d.atomic import atomic_output
 from op3d.cameras import orbit_camera, unpack_label
+from op3d.datasets import DatasetError, write_image_dataset
 from op3d.rendering.rays import sample_rays
-from op3d.training.dataset import DatasetError, write_image_dataset
 
 LIGHT_DIRECTION = (1 / math.sqrt(3), 1 / math.sqrt(3), 1 / math.sqrt(3))
 """Unit vector from surfaces towards the light, world coordinates: from the upper right front (+x, +y up, +z)."""

@@ -71,7 +71,7 @@ def preflight(options: EvaluationOptions) -> None:
     when the work runs in other processes): metric names, the snapshot, the dataset (resolution equal to the
     generator's when an image metric is asked), and the detector files."""
     from op3d.checkpoints import load_network_pkl
-    from op3d.training.dataset import ImageFolderDataset
+    from op3d.datasets import ImageFolderDataset
 
     check_metric_names(options.metrics)
     snapshot = load_network_pkl(options.network_pkl)

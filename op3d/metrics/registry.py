@@ -46,7 +46,7 @@ class MetricContext:
 
     def dataset(self, full: bool, check_resolution: bool = True):
         """The evaluation dataset: all items (max_size None), without mirroring for the '_full' metrics."""
-        from op3d.training.dataset import ImageFolderDataset
+        from op3d.datasets import ImageFolderDataset
 
         kwargs = dict(self.dataset_kwargs, max_size=None, use_labels=self.G.c_dim != 0)
         if full:

@@ -22,7 +22,7 @@ def input_errors() -> tuple[type[Exception], ...]:
     from op3d.safe_pickle import UnsafePickleError
     from op3d.smpl.body_model import SMPLModelError
     from op3d.smpl.pose_files import PoseFileError
-    from op3d.training.dataset import DatasetError
+    from op3d.datasets import DatasetError
 
     return (OptionsError, DatasetError, CheckpointError, UnsafePickleError, DetectorError, SMPLModelError,
             PoseFileError, FileNotFoundError)
@@ -51,7 +51,7 @@ def prepare(opts: TrainingOptions) -> dict:
     """Everything checkable before any process starts: options, dataset, resume source. Returns the training
     spec (the training_options.json dict)."""
     from op3d.generation import refuse_url
-    from op3d.training.dataset import ImageFolderDataset
+    from op3d.datasets import ImageFolderDataset
 
     if opts.resume is not None:
         try:
@@ -92,7 +92,7 @@ def _conditional_data(opts):
     import functools
 
     from op3d.smpl.body_model import find_smpl_file, load_smpl_model
-    from op3d.training.dataset_cond import ConditionalImageDataset
+    from op3d.datasets.conditional import ConditionalImageDataset
     from op3d.training.options_cond import check_conditional_options, conditional_training_spec
 
     check_conditional_options(opts)

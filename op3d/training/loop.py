@@ -91,8 +91,8 @@ class ChunkSampler(torch.utils.data.Sampler):
 def open_dataset(spec: dict):
     """The training set of spec['training_set_kwargs']: images and camera labels, plus pose conditions for the
     conditional dataset class."""
-    from op3d.training.dataset import ImageFolderDataset
-    from op3d.training.dataset_cond import ConditionalImageDataset
+    from op3d.datasets import ImageFolderDataset
+    from op3d.datasets.conditional import ConditionalImageDataset
 
     classes = {"training.dataset.ImageFolderDataset": ImageFolderDataset,
                "training.dataset_cond.ImageFolderDataset": ConditionalImageDataset}
@@ -371,7 +371,7 @@ def training_loop(run_dir: str | None, spec: dict, device: torch.device, resume:
     from op3d.metrics.detectors import DetectorError
     from op3d.metrics.registry import MetricContext, calc_metric, report_metric
     from op3d.training.augment import AdaptiveAugment, AugmentPipe
-    from op3d.training.dataset_cond import ConditionalImageDataset, collate_conditional, stack_pose_conditions
+    from op3d.datasets.conditional import ConditionalImageDataset, collate_conditional, stack_pose_conditions
     from op3d.training.loss import GANLoss
     from op3d.training.loss_cond import ConditionalGANLoss
 

@@ -35,7 +35,7 @@ GRAD_CLIP_NORM = 5.0
 @dataclasses.dataclass
 class ConditionalTrainingOptions(TrainingOptions):
     """TrainingOptions of train_conditional.py. Additions: pose_dir (pose-condition folder; default: the dataset's
-    processed_pose_cond/, see op3d.training.dataset_cond), smpl_model (SMPL file or folder, default
+    processed_pose_cond/, see op3d.datasets.conditional), smpl_model (SMPL file or folder, default
     $OP3D_SMPL_DIR: the generator needs the body's faces), prior_weight, eikonal_weight, curriculum_kimg."""
 
     metrics: list = dataclasses.field(default_factory=list)
