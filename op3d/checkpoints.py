@@ -18,10 +18,10 @@ import torch
 from torch import nn
 
 from op3d.atomic import atomic_output
+from op3d.augmentation import AugmentPipe
 from op3d.networks.conditional import ConditionalOrthoPlanesGenerator
 from op3d.networks.discriminator import DualDiscriminator, DualDiscriminatorWithWarping
 from op3d.networks.generator import OrthoPlanesGenerator, TriPlaneGenerator
-from op3d.training.augment import AugmentPipe
 from op3d.safe_pickle import GlobalRecord, NetworkRecord, PersistentRecord, UnsafePickleError, load_pickle
 
 SNAPSHOT_NETWORK_KEYS = ("G", "D", "G_ema")
