@@ -29,15 +29,17 @@ Official defects fixed or refused:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from op3d.networks.discriminator import filtered_resizing
 from op3d.networks.ops import setup_filter
-from op3d.rendering.renderer import RendererDraws
+from op3d.training.draws import LossDraws
+from op3d.training.schedules import (blur_images, blur_kernel, blur_sigma_at, neural_rendering_resolution_at,
+                                     swap_probability_at)
+
+__all__ = ["FILTER_MODES", "PHASES", "REG_TYPES", "GANLoss", "LossDraws", "blur_images", "blur_kernel", "blur_sigma_at",
+           "check_reg_type", "neural_rendering_resolution_at", "swap_probability_at"]
 
 PHASES = ("Gmain", "Greg", "Gboth", "Dmain", "Dreg", "Dboth")
 FILTER_MODES = ("antialiased", "none", "classic")
@@ -52,57 +54,6 @@ MONOTONIC_WEIGHT = 10.0
 MONOTONIC_STEP = 1 / 256
 
 
-# --- schedules ------------------------------------------------------------------------------------------------------
-
-def blur_sigma_at(cur_nimg: int, blur_init_sigma: float, blur_fade_kimg: float) -> float:
-    """Std (pixels) of the blur applied to D's inputs: blur_init_sigma fading linearly to 0 over blur_fade_kimg
-    thousand images (0 when blur_fade_kimg is 0)."""
-    if blur_fade_kimg <= 0:
-        return 0.0
-    return max(1 - cur_nimg / (blur_fade_kimg * 1e3), 0) * blur_init_sigma
-
-
-def blur_kernel(sigma: float, device=None) -> torch.Tensor | None:
-    """1-D blur taps f(x) = 2^(-(x / sigma)^2) for x = -floor(3 sigma) .. floor(3 sigma), normalised to sum 1:
-    [2 floor(3 sigma) + 1] float32, or None when floor(3 sigma) is 0 (no blur)."""
-    half = int(np.floor(sigma * 3))
-    if half <= 0:
-        return None
-    f = torch.arange(-half, half + 1, dtype=torch.float32, device=device).div(sigma).square().neg().exp2()
-    return f / f.sum()
-
-
-def blur_images(images: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable same-size blur of [N, C, H, W] with `blur_kernel(sigma)` (zero padding; rows filtered first, then
-    columns, as the official separable FIR filter does). Returns the input itself when there is nothing to blur."""
-    f = blur_kernel(sigma, device=images.device)
-    if f is None:
-        return images
-    half = (f.shape[0] - 1) // 2
-    c = images.shape[1]
-    x = F.pad(images, [half, half, half, half])
-    x = F.conv2d(x, f.to(x.dtype).reshape(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
-    return F.conv2d(x, f.to(x.dtype).reshape(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
-
-
-def swap_probability_at(cur_nimg: int, gpc_reg_prob: float | None, gpc_reg_fade_kimg: float) -> float | None:
-    """Probability that G is conditioned on another sample's label: 1 fading linearly to gpc_reg_prob over
-    gpc_reg_fade_kimg thousand images. None (no gpc_reg_prob) means G's label is all zeros."""
-    if gpc_reg_prob is None:
-        return None
-    alpha = min(cur_nimg / (gpc_reg_fade_kimg * 1e3), 1) if gpc_reg_fade_kimg > 0 else 1
-    return (1 - alpha) + alpha * gpc_reg_prob
-
-
-def neural_rendering_resolution_at(cur_nimg: int, initial: int, final: int | None, fade_kimg: float) -> int:
-    """Neural rendering resolution: `initial`, or, when `final` is set, rint of the linear fade from initial to
-    final over fade_kimg thousand images."""
-    if final is None:
-        return initial
-    alpha = min(cur_nimg / (fade_kimg * 1e3), 1) if fade_kimg > 0 else 1
-    return int(np.rint(initial * (1 - alpha) + final * alpha))
-
-
 def check_reg_type(reg_type: str) -> None:
     """Reject density-regularisation types that do not exist, including the two the official CLI accepts but
     implements nowhere (training would silently run without density regularisation)."""
@@ -112,71 +63,6 @@ def check_reg_type(reg_type: str) -> None:
                          "disable it")
     if reg_type not in REG_TYPES:
         raise ValueError(f"reg_type must be one of {REG_TYPES}, got {reg_type!r}")
-
-
-# --- random draws -----------------------------------------------------------------------------------------------------
-
-class LossDraws:
-    """Source of the random numbers of one `accumulate_gradients` call.
-
-    recorded: tensors in call order (a sequence, or a mapping whose insertion order is the call order, e.g. the
-    '<phase>_rng<j>_<fn>' entries of a fixture); None = draw from torch's global RNG with the official calls.
-    Recorded draws, in official order: the label-swap draw (G phases and Dmain, when gpc_reg_prob is set: [B, 1]
-    per sample, [] in Greg); style mixing (when style_mixing_prob > 0): the cutoff [], the apply draw [] and the
-    z [B, z_dim]; the renderer's stratified jitter [B, M, S, 1] and importance u [B * M, N]; in Greg the points
-    [B, n, 3], their perturbation [B, n, 3] (l1 only) and the unused ray directions [B, 2n, 3].
-    Network noise (noise_mode 'random') is not part of them: it always comes from the global RNG."""
-
-    def __init__(self, recorded: Sequence[torch.Tensor] | Mapping[str, torch.Tensor] | None = None):
-        if isinstance(recorded, Mapping):
-            recorded = list(recorded.values())
-        self._recorded = None if recorded is None else [torch.as_tensor(t) for t in recorded]
-        self._next = 0
-
-    def _take(self, shape, what: str, device, dtype=torch.float32) -> torch.Tensor:
-        if self._next >= len(self._recorded):
-            raise ValueError(f"recorded draws exhausted: needed {what} of shape {list(shape)} as draw "
-                             f"#{self._next}, but only {len(self._recorded)} were given")
-        t = self._recorded[self._next]
-        if list(t.shape) != list(shape):
-            raise ValueError(f"recorded draw #{self._next}: expected {what} of shape {list(shape)}, got "
-                             f"{list(t.shape)}")
-        self._next += 1
-        return t.to(device=device, dtype=dtype)
-
-    def uniform(self, shape, device, what: str) -> torch.Tensor:
-        """U[0, 1) float32 of `shape` (torch.rand)."""
-        if self._recorded is None:
-            return torch.rand(shape, device=device)
-        return self._take(shape, what, device)
-
-    def normal(self, shape, device, what: str) -> torch.Tensor:
-        """N(0, 1) float32 of `shape` (torch.randn)."""
-        if self._recorded is None:
-            return torch.randn(shape, device=device)
-        return self._take(shape, what, device)
-
-    def integer(self, low: int, high: int, device, what: str) -> int:
-        """Uniform integer in [low, high) (a 0-d int64 tensor's random_)."""
-        if self._recorded is None:
-            return int(torch.empty([], dtype=torch.int64, device=device).random_(low, high))
-        return int(self._take([], what, device, dtype=torch.int64))
-
-    def renderer(self, n_batch: int, n_rays: int, settings, device) -> RendererDraws | None:
-        """The renderer's draws for one synthesis call (None: the renderer draws them itself, in the same order)."""
-        if self._recorded is None:
-            return None
-        stratified = self._take([n_batch, n_rays, settings.depth_resolution, 1], "stratified depth jitter", device)
-        importance = None
-        if settings.depth_resolution_importance > 0:
-            importance = self._take([n_batch * n_rays, settings.depth_resolution_importance],
-                                    "importance-sampling u", device)
-        return RendererDraws(stratified, importance)
-
-    def check_consumed(self) -> None:
-        if self._recorded is not None and self._next != len(self._recorded):
-            raise ValueError(f"{len(self._recorded) - self._next} recorded draw(s) left unused (used {self._next} "
-                             f"of {len(self._recorded)}): the recording does not match this loss configuration")
 
 
 # --- the loss ---------------------------------------------------------------------------------------------------------
