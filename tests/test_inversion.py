@@ -1,0 +1,322 @@
+"""op3d.inversion and gen_samples/unconditional/projector.py: the projector's schedules and regulariser against the
+published formulas, the camera parametrisation against op3d.cameras' convention, projection + PTI on the bundled
+demo model (PSNR, distance to the true w, the recovered camera), the LPIPS path with the stand-in VGG16, and the
+script end to end (every output, determinism, one-line errors for bad input).
+
+Thresholds were set from measured runs (in comments) with margin; a projection whose gradient does not reach w,
+or a camera that is not optimised, fails them."""
+
+import importlib.util
+import json
+import math
+import pathlib
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+import op3d
+from op3d import generation
+from op3d.cameras import orbit_camera, rotate_label_about_y, unpack_label
+from op3d.inversion import inputs, schedules
+from op3d.inversion.camera import OrbitCamera
+from op3d.inversion.losses import ImageLoss, load_lpips, noise_regularization, normalize_noise_, psnr
+from op3d.inversion.projector import ProjectionSettings, project, w_statistics
+from op3d.inversion.pti import PTISettings, pivotal_tuning
+from op3d.metrics.detectors import DetectorError
+from stand_in_detectors import write_detectors
+
+SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "gen_samples" / "unconditional" / "projector.py"
+spec = importlib.util.spec_from_file_location("projector_script", SCRIPT)
+projector_script = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(projector_script)
+
+W_AVG_SAMPLES = 2000
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return op3d.load_network_pkl(generation.DEMO_NETWORK)["G_ema"]
+
+
+def render_target(G, seed, yaw_offset=0.0, pitch_offset=0.0):
+    """(target [1, 3, 32, 32], true ws, true label): seed's w seen from the average camera turned by the offsets,
+    the label built by op3d.generation (not by the code under test)."""
+    ws = generation.seed_to_ws(G, seed)
+    c = generation.camera_label(G, math.pi / 2 + yaw_offset, math.pi / 2 + pitch_offset)
+    with torch.no_grad():
+        torch.manual_seed(123)
+        return G.synthesis(ws, c, noise_mode="const")["image"], ws, c
+
+
+# --- the published recipe ------------------------------------------------------------------------------------------
+
+def test_learning_rate_follows_the_published_ramps():
+    # StyleGAN2 appendix D: 1000 steps, peak 0.1, "ramped up from zero linearly during the first 50 iterations and
+    # ramped down to zero using a cosine schedule during the last 250 iterations".
+    lrs = [schedules.learning_rate(schedules.progress(s, 1000), 0.1) for s in range(1000)]
+    for s in range(1000):
+        if s < 50:
+            expected = 0.1 * s / 50
+        elif s < 750:
+            expected = 0.1
+        else:
+            expected = 0.1 * (1 + math.cos(math.pi * (s - 750) / 250)) / 2
+        assert lrs[s] == pytest.approx(expected, abs=1e-12), s
+    assert lrs[0] == 0 and lrs[-1] < 1e-5
+
+
+def test_latent_noise_follows_the_published_ramp():
+    # "w + N(0, 0.05 sigma_w t^2), where t goes from one to zero during the first 750 iterations" (of 1000)
+    w_std = 3.7
+    for s in range(1000):
+        t_words = max(0.0, 1 - s / 750)
+        expected = 0.05 * w_std * t_words ** 2
+        assert schedules.latent_noise_scale(schedules.progress(s, 1000), w_std) == pytest.approx(expected, abs=1e-12)
+
+
+def test_noise_regularizer_and_normalisation():
+    # A checkerboard is perfectly anti-correlated with its one-pixel shifts: (-1)^2 + (-1)^2 at 16 x 16; its 2x2
+    # average at 8 x 8 is zero. So the regulariser is exactly 2.
+    y, x = np.mgrid[:16, :16]
+    board = torch.from_numpy(((x + y) % 2 * 2 - 1).astype(np.float32))
+    assert float(noise_regularization([board])) == pytest.approx(2.0, abs=1e-6)
+    # Constant rows (correlated along x, anti-correlated along y) at 8 x 8 only: mean(n n_x)^2 + mean(n n_y)^2 = 1 + 1.
+    rows = torch.from_numpy((y[:8, :8] % 2 * 2 - 1).astype(np.float32))
+    assert float(noise_regularization([rows])) == pytest.approx(2.0, abs=1e-6)
+    # Sum over maps; white noise scores near zero.
+    white = torch.randn(64, 64, generator=torch.Generator().manual_seed(0))
+    assert float(noise_regularization([white])) < 1e-3
+    assert float(noise_regularization([board, rows])) == pytest.approx(4.0, abs=1e-6)
+    maps = [torch.randn(8, 8) * 3 + 2]
+    normalize_noise_(maps)
+    assert float(maps[0].mean()) == pytest.approx(0, abs=1e-6) and float(maps[0].square().mean()) == \
+        pytest.approx(1, abs=1e-5)
+
+
+# --- camera ----------------------------------------------------------------------------------------------------------
+
+def test_camera_parametrisation_follows_the_orbit_convention(demo):
+    assert torch.equal(OrbitCamera.average(demo, 2).label().detach(),
+                       generation.camera_label(demo, math.pi / 2, math.pi / 2).expand(2, -1))
+    a, r, f = 0.4, 2.5, 3.0
+    cam = OrbitCamera([math.pi / 2 + a], [math.pi / 2], [0.0], [r], [f], (0, 0, 0))
+    cam2world, intrinsics = unpack_label(cam.label().detach())
+    # larger yaw moves the camera towards +x on the orbit; it looks at the pivot (the origin here)
+    assert torch.allclose(cam2world[0, :3, 3], torch.tensor([r * math.sin(a), 0, r * math.cos(a)]), atol=1e-5)
+    assert torch.allclose(cam2world[0, :3, 2], -cam2world[0, :3, 3] / r, atol=1e-5)
+    assert torch.allclose(intrinsics[0], torch.tensor([[f, 0, .5], [0, f, .5], [0, 0, 1]]))
+    # larger pitch moves it towards -y: y = r cos(phi) with the polar angle phi = arccos(1 - 2 pitch / pi)
+    high = OrbitCamera([math.pi / 2], [math.pi / 2 + 0.3], [0.0], [r], [f], (0, 0, 0)).label().detach()
+    assert float(high[0, 7]) == pytest.approx(r * (1 - 2 * (math.pi / 2 + 0.3) / math.pi), abs=1e-5)
+    assert float(high[0, 7]) < 0
+    # roll turns the image axes about the viewing axis: right' = cos * right + sin * down
+    rolled = OrbitCamera([math.pi / 2 + a], [math.pi / 2], [0.2], [r], [f], (0, 0, 0)).label().detach()
+    r2w = unpack_label(rolled)[0]
+    expected_right = math.cos(0.2) * cam2world[0, :3, 0] + math.sin(0.2) * cam2world[0, :3, 1]
+    assert torch.allclose(r2w[0, :3, 0], expected_right, atol=1e-5)
+    assert torch.allclose(r2w[0, :3, 2], cam2world[0, :3, 2], atol=1e-6)
+
+
+def test_camera_from_label_round_trip_and_gradients():
+    pivot = (0.0, 0.05, 0.1)
+    c = torch.cat([orbit_camera(1.9, 1.3, 2.5, lookat=pivot, focal=3.0),
+                   rotate_label_about_y(orbit_camera(1.4, 1.7, 2.9, lookat=(0, 0, 0), focal=4.2), 0.3)])
+    cam = OrbitCamera.from_label(c, pivot)
+    assert torch.allclose(cam.label(), c, atol=2e-6)
+    assert cam.values(0)["yaw"] == pytest.approx(1.9, abs=1e-5)
+    assert cam.values(0)["pitch"] == pytest.approx(1.3, abs=1e-5)
+    assert cam.values(0)["radius"] == pytest.approx(2.5, abs=1e-5)
+    assert cam.values(0)["roll"] == pytest.approx(0.0, abs=1e-5)
+    (cam.label() * torch.randn(2, 25, generator=torch.Generator().manual_seed(0))).sum().backward()
+    for name in ("yaw", "pitch", "roll", "log_radius", "log_focal"):
+        assert torch.all(getattr(cam, name).grad.abs() > 0), name
+
+
+# --- projection and PTI on the demo model --------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def projected(demo):
+    """Seed 1 at the average camera (known), projected with MSE for 60 steps (noise maps fixed, w lr 0.01)."""
+    import copy
+
+    target, ws_true, c = render_target(demo, 1)
+    camera = OrbitCamera.from_label(c, demo.settings.avg_camera_pivot)
+    G = copy.deepcopy(demo)
+    settings = ProjectionSettings(num_steps=60, lr=0.01, optimize_noise=False, w_avg_samples=W_AVG_SAMPLES)
+    result = project(G, target, camera, ImageLoss("mse"), settings, seed=0)
+    return G, target, ws_true, c, result
+
+
+def test_projection_psnr_rises(projected):
+    _, _, _, _, result = projected
+    # measured: 19.9 dB at step 0, 38.9 dB over the last 10 of 60 steps
+    assert result.psnr[0, 0] < 22
+    assert result.psnr[-10:, 0].mean() > 35
+
+
+def test_projection_finds_w_closer_to_the_truth_than_w_avg(projected, demo):
+    _, _, ws_true, c, result = projected
+    w_avg, _ = w_statistics(demo, c, W_AVG_SAMPLES)
+    found = float((result.ws[0, 0] - ws_true[0, 0]).norm())
+    start = float((w_avg[0, 0] - ws_true[0, 0]).norm())
+    # measured: 5.37 vs 5.50 (the 32-px demo model sees w only through a few directions); no movement: 5.50
+    assert found < 0.99 * start
+    assert torch.allclose(result.ws[0], result.ws[0, :1].expand_as(result.ws[0]))  # W: one w for every layer
+
+
+def test_pti_raises_psnr(projected):
+    G, target, _, c, result = projected
+    before = psnr(_render(G, result.ws, c), target)
+    tuning = pivotal_tuning(G, result.ws, c, target, ImageLoss("mse"), PTISettings(num_steps=10), seed=0)
+    after = psnr(_render(G, result.ws, c), target)
+    # measured: 39.4 -> 41.6 dB in 10 steps
+    assert float(after - before) > 1.0
+    assert tuning.psnr.shape == (10, 1)
+    assert not any(p.requires_grad for p in G.parameters())
+
+
+def _render(G, ws, c):
+    with torch.no_grad():
+        torch.manual_seed(0)
+        return G.synthesis(ws, c, noise_mode="const")["image"]
+
+
+def test_camera_is_recovered_without_a_label(demo):
+    import copy
+
+    target, _, _ = render_target(demo, 1, yaw_offset=0.3)
+    camera = OrbitCamera.average(demo)
+    settings = ProjectionSettings(num_steps=100, lr=0.01, optimize_noise=False, w_avg_samples=W_AVG_SAMPLES,
+                                  optimize_camera=True, camera_lr=0.1, camera_fraction=0.3)
+    result = project(copy.deepcopy(demo), target, camera, ImageLoss("mse"), settings, seed=0)
+    found = camera.values(0)
+    # measured: yaw error -0.08, pitch error -0.002 (start: -0.3 and 0), PSNR 39.8 dB
+    assert abs(found["yaw"] - (math.pi / 2 + 0.3)) < 0.15
+    assert abs(found["pitch"] - math.pi / 2) < 0.1
+    assert result.psnr[-10:, 0].mean() > 33
+    assert not any(p.requires_grad for p in camera.parameters())
+
+
+# --- LPIPS ---------------------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def isolated(tmp_path, monkeypatch):
+    """No detector anywhere but where a test puts one."""
+    monkeypatch.setenv("DNNLIB_CACHE_DIR", str(tmp_path / "dnnlib"))
+    monkeypatch.delenv("OP3D_DETECTOR_DIR", raising=False)
+    return tmp_path
+
+
+def test_lpips_path_with_the_stand_in_detector(demo, isolated):
+    import copy
+
+    with pytest.raises(DetectorError, match="vgg16.pkl not found") as error:
+        load_lpips(isolated / "nowhere")
+    assert "\n" not in str(error.value)
+    with pytest.raises(ValueError, match="needs the VGG16 detector"):
+        ImageLoss("lpips")
+    write_detectors(isolated)
+    lpips = load_lpips(isolated)
+    target, _, _ = render_target(demo, 2)
+    loss = ImageLoss("lpips+mse", lpips)
+    loss.set_target(target)
+    value, parts = loss(target)
+    assert float(parts["lpips"]) == pytest.approx(0, abs=1e-10) and float(value) == pytest.approx(0, abs=1e-10)
+    settings = ProjectionSettings(num_steps=8, lr=0.01, w_avg_samples=500)
+    result = project(copy.deepcopy(demo), target, OrbitCamera.average(demo), ImageLoss("lpips", lpips), settings)
+    assert result.loss[-3:, 0].mean() < 0.5 * result.loss[0, 0]
+
+
+# --- the script ----------------------------------------------------------------------------------------------------
+
+def run(*args):
+    return CliRunner().invoke(projector_script.main, [str(a) for a in args])
+
+
+FAST = ["--num-steps=6", "--pti-steps=3", "--w-avg-samples=200", "--video-frames=3", "--shape-res=24",
+        "--device=cpu"]
+OUTPUTS = ("target.png", "proj.png", "pti.png", "w.npy", "camera.npy", "camera.json", "multiview.png", "orbit.mp4",
+           "mesh.ply", "metrics.json")
+
+
+@pytest.fixture(scope="module")
+def target_png(demo, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("targets")
+    target, _, c = render_target(demo, 3, yaw_offset=0.2)
+    path = folder / "shape.png"
+    Image.fromarray(generation.to_uint8(target)[0]).save(path)
+    return path, c
+
+
+def test_script_writes_every_output_deterministically(target_png, tmp_path, isolated):
+    path, _ = target_png
+    for name in ("a", "b"):
+        result = run(f"--target={path}", f"--outdir={tmp_path / name}", "--loss=mse", "--seed=5", *FAST)
+        assert result.exit_code == 0, result.output
+    for name in OUTPUTS + ("network-pti.pkl",):
+        assert (tmp_path / "a" / name).is_file(), name
+    assert np.array_equal(np.load(tmp_path / "a" / "w.npy"), np.load(tmp_path / "b" / "w.npy"))
+    assert (tmp_path / "a" / "pti.png").read_bytes() == (tmp_path / "b" / "pti.png").read_bytes()
+    metrics = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert metrics == dict(json.loads((tmp_path / "b" / "metrics.json").read_text()), seconds=metrics["seconds"],
+                           snapshot=metrics["snapshot"])
+    assert metrics["camera"]["optimized"] and "lpips" not in metrics["projection"]
+    ws = np.load(tmp_path / "a" / "w.npy")
+    assert ws.shape == (1, 7, 512)
+    label = np.load(tmp_path / "a" / "camera.npy")
+    assert label.shape == (1, 25) and inputs.check_label(label, "camera.npy") is not None
+    # the tuned snapshot loads as an op3d generator and renders the found w at the found camera like pti.png
+    G = generation.load_generator(str(tmp_path / "a" / "network-pti.pkl"))
+    image = np.asarray(Image.open(tmp_path / "a" / "pti.png"))
+    torch.manual_seed(5)
+    with torch.no_grad():
+        out = G.synthesis(torch.from_numpy(ws), torch.from_numpy(label), noise_mode="const")["image"]
+    assert np.abs(generation.to_uint8(out)[0].astype(int) - image).max() <= 1
+    assert generation.load_generator(generation.DEMO_NETWORK).backbone.mapping.w_avg.equal(
+        op3d.load_network_pkl(generation.DEMO_NETWORK)["G_ema"].backbone.mapping.w_avg)
+
+
+def test_script_with_dataset_json_camera_lpips_and_w_plus(target_png, tmp_path, isolated):
+    path, c = target_png
+    big = tmp_path / "shape.png"  # a 64-px copy: resized to the model's 32 px with a note
+    Image.open(path).resize((64, 64)).save(big)
+    (tmp_path / "dataset.json").write_text(json.dumps({"labels": [["imgs/other.png", [0] * 25],
+                                                                  ["imgs/shape.png", c[0].tolist()]]}))
+    write_detectors(isolated)
+    result = run(f"--target={big}", f"--camera={tmp_path / 'dataset.json'}", f"--outdir={tmp_path / 'out'}",
+                 "--loss=lpips", f"--detector-dir={isolated}", "--latent-space=w+", "--pti-locality", *FAST)
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "out"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert "resized from 64x64" in metrics["notes"][0]
+    assert "lpips" in metrics["projection"] and "lpips" in metrics["pti"]
+    assert not metrics["camera"]["optimized"]
+    assert np.allclose(np.load(out / "camera.npy"), c.numpy(), atol=1e-6)
+    assert np.load(out / "w_plus.npy").shape == (1, 7, 512) and not (out / "w.npy").exists()
+
+
+def test_script_refuses_bad_input_in_one_line(target_png, tmp_path, isolated):
+    path, _ = target_png
+    gray, wide = tmp_path / "gray.png", tmp_path / "wide.png"
+    Image.new("L", (32, 32)).save(gray)
+    Image.new("RGB", (48, 32)).save(wide)
+    np.save(tmp_path / "short.npy", np.zeros(24, np.float32))
+    (tmp_path / "nan.json").write_text("[" + ", ".join(["NaN"] + ["1"] * 24) + "]")
+    cases = [
+        ([f"--target={gray}", "--loss=mse"], "RGB image"),
+        ([f"--target={wide}", "--loss=mse"], "expected a square image"),
+        ([f"--target={path}", f"--camera={tmp_path / 'short.npy'}", "--loss=mse"], "expected 25 numbers"),
+        ([f"--target={path}", f"--camera={tmp_path / 'nan.json'}", "--loss=mse"], "non-finite"),
+        ([f"--target={path}", "--loss=lpips", f"--detector-dir={tmp_path / 'none'}"], "vgg16.pkl not found"),
+        ([f"--target={path}", "--refine-camera", "--loss=mse"], "--refine-camera"),
+    ]
+    for args, message in cases:
+        outdir = tmp_path / "out"
+        result = run(*args, f"--outdir={outdir}", *FAST)
+        assert result.exit_code != 0, args
+        lines = [line for line in result.output.splitlines() if line.strip()]
+        assert len(lines) == 1 and message in lines[0], (args, result.output)
+        assert not outdir.exists()
