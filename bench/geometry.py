@@ -24,6 +24,8 @@ from generator import fixtures_root  # noqa: E402
 
 from op3d.rendering.rays import sample_rays  # noqa: E402
 from op3d.smpl import geometry  # noqa: E402
+from op3d.smpl.triangles import point_triangle  # noqa: E402
+from op3d.smpl.winding import solid_angle_winding  # noqa: E402
 
 
 def render_points(c: torch.Tensor, resolution: int, samples: int) -> torch.Tensor:
@@ -48,9 +50,9 @@ def all_pairs(points, vertices, faces):
         for q in p.double().split(64):
             qq = q[:, :, None].expand(-1, -1, faces.shape[0]).reshape(q.shape[0], 3, -1).permute(1, 0, 2)
             cc = [list(corners[k][:, None, :].expand(-1, q.shape[0], -1)) for k in range(3)]
-            rows.append(geometry._point_triangle(list(qq), *cc)[0].min(1).values)
+            rows.append(point_triangle(list(qq), *cc)[0].min(1).values)
         squared.append(torch.cat(rows).float())
-        inside.append(geometry._solid_angle_winding(p.double(), v.double()[faces]).abs() > 0.5)
+        inside.append(solid_angle_winding(p.double(), v.double()[faces]).abs() > 0.5)
     return torch.stack(d2), torch.stack(index), torch.stack(squared), torch.stack(inside)
 
 

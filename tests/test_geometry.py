@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from op3d.smpl import geometry
+from op3d.smpl import box_tree, geometry
+from op3d.smpl.triangles import point_triangle
 
 FIXTURE = "official/shhq_cond_k8"
 
@@ -119,7 +120,7 @@ def test_point_triangle_kinds():
     points = torch.tensor([[0.2, 0.2, 0.5], [-1, -1, 0], [2, -0.5, 0], [-0.5, 2, 0], [0.5, -1, 1], [1, 1, 0],
                            [-1, 0.5, 0]], dtype=torch.float64)
     triangle = torch.stack((a, b, c)).double()[None].expand(7, 3, 3)
-    d, kind = geometry._point_triangle(list(points.t()), *(list(triangle[:, k].t()) for k in range(3)))
+    d, kind = point_triangle(list(points.t()), *(list(triangle[:, k].t()) for k in range(3)))
     assert kind.tolist() == [0, 1, 2, 3, 4, 5, 6]
     assert torch.allclose(d, torch.tensor([0.25, 2, 1.25, 1.25, 2, 0.5, 1], dtype=torch.float64))
 
@@ -153,8 +154,8 @@ def test_equidistant_points_and_small_budget(monkeypatch):
     corners = geometry.index_vertices_by_faces(vertices[None], faces)
     expected = geometry.point_to_mesh_squared_distance(points, corners, backend="plain")
     expected_inside = geometry.inside_mesh(vertices[None], faces, points, backend="plain")
-    monkeypatch.setattr(geometry, "_PAIR_BUDGET", 64)
-    monkeypatch.setattr(geometry, "_CHUNK", 50)
+    monkeypatch.setattr(box_tree, "PAIR_BUDGET", 64)  # read by the tree search and the inside test
+    monkeypatch.setattr(box_tree, "CHUNK", 50)
     got = geometry.point_to_mesh_squared_distance(points, corners, backend="plain")
     assert all(torch.equal(x, y) for x, y in zip(got, expected))
     assert torch.equal(geometry.inside_mesh(vertices[None], faces, points, backend="plain"), expected_inside)
