@@ -22,7 +22,7 @@ from op3d.representation.orthoplanes import (orthoplane_slab_lookup, sample_orth
 from op3d.representation.triplanes import sample_triplanes, sample_triplanes_mean, triplane_slab_lookup
 from op3d.rendering.rays import sample_rays
 from op3d.rendering.renderer import RendererDraws, render_rays
-from op3d.rendering.settings import RenderingKwargsView, RenderingSettings
+from op3d.rendering.settings import RenderingKwargsView, RenderingSettings, replace_settings
 
 PLANE_CHANNELS = 32
 BACKBONE_RESOLUTION = 256
@@ -72,7 +72,7 @@ class PlaneGenerator(nn.Module):
 
     @rendering_kwargs.setter
     def rendering_kwargs(self, value: dict) -> None:
-        self.settings = RenderingSettings.from_kwargs(dict(value))
+        self.settings = replace_settings(self.settings, dict(value))
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # The training loop registers dataset_label_std after construction: accept it when the state has it.

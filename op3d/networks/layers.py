@@ -11,37 +11,7 @@ import torch
 from torch import nn
 
 from op3d.networks.ops import ACTIVATIONS, bias_act, conv2d_resample, normalize_2nd_moment, setup_filter
-
-
-class FullyConnectedLayer(nn.Module):
-    """Equalized FC: weight stored as randn / lr_multiplier and used as weight * lr_multiplier / sqrt(in_features).
-
-    x: [N, in_features] -> [N, out_features]."""
-
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, activation: str = "linear",
-                 lr_multiplier: float = 1.0, bias_init: float = 0.0):
-        super().__init__()
-        self.in_features = in_features
-        self.out_features = out_features
-        self.activation = activation
-        self.weight = nn.Parameter(torch.randn([out_features, in_features]) / lr_multiplier)
-        self.bias = nn.Parameter(torch.full([out_features], float(bias_init))) if bias else None
-        self.weight_gain = lr_multiplier / math.sqrt(in_features)
-        self.bias_gain = lr_multiplier
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = self.weight.to(x.dtype) * self.weight_gain
-        b = self.bias
-        if b is not None:
-            b = b.to(x.dtype)
-            if self.bias_gain != 1:
-                b = b * self.bias_gain
-        if self.activation == "linear" and b is not None:
-            return torch.addmm(b.unsqueeze(0), x, w.t())
-        return bias_act(x.matmul(w.t()), b, act=self.activation, overwrite=True)
-
-    def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, activation={self.activation}"
+from op3d.primitives import FullyConnectedLayer
 
 
 class Conv2dLayer(nn.Module):

@@ -1,5 +1,5 @@
-"""Plain-PyTorch numerical primitives of StyleGAN2: bias + activation, FIR resampling, resampling convolution,
-modulated convolution.
+"""Plain-PyTorch numerical primitives of StyleGAN2: FIR resampling, resampling convolution, modulated convolution
+(bias + activation, `bias_act`, lives in op3d.primitives and is re-exported here).
 
 These are the reference computations the official checkpoints were trained with (spec section 2.7). Every op runs
 on CPU, CUDA and MPS; tensors are NCHW.
@@ -7,12 +7,15 @@ on CPU, CUDA and MPS; tensors are NCHW.
 
 from __future__ import annotations
 
+import functools
 import math
+import weakref
 
 import torch
 import torch.nn.functional as F
 
 from op3d.fast_paths import FAST
+from op3d.primitives import ACTIVATIONS, bias_act  # noqa: F401 (part of this module's API)
 
 # Device types on which blocks built with use_fp16 run in float16 (as officially: CUDA only; elsewhere float32).
 FP16_DEVICE_TYPES = frozenset({"cuda"})
@@ -21,56 +24,6 @@ FP16_DEVICE_TYPES = frozenset({"cuda"})
 def runs_fp16(device: torch.device) -> bool:
     """Whether fp16-built blocks compute in float16 on this device."""
     return device.type in FP16_DEVICE_TYPES
-
-
-# Activation name -> (function taking x, default gain).
-ACTIVATIONS = {
-    "linear": (lambda x: x, 1.0),
-    "relu": (F.relu, math.sqrt(2)),
-    "lrelu": (lambda x: F.leaky_relu(x, 0.2), math.sqrt(2)),
-    "sigmoid": (torch.sigmoid, 1.0),
-    "softplus": (F.softplus, 1.0),
-}
-
-
-def bias_act(x: torch.Tensor, b: torch.Tensor | None = None, act: str = "linear", gain: float | None = None,
-             clamp: float | None = None, dim: int = 1, overwrite: bool = False) -> torch.Tensor:
-    """y = clamp(act(x + b) * gain, -clamp, clamp); `b` is broadcast along `dim`. gain None = the activation's
-    default gain (sqrt(2) for lrelu/relu, 1 otherwise). overwrite=True: x is a fresh intermediate the caller no
-    longer needs, which the in-place fast path may reuse for the result."""
-    func, default_gain = ACTIVATIONS[act]
-    gain = default_gain if gain is None else float(gain)
-    clamp = clamp if clamp is not None and clamp >= 0 else None
-    if FAST.inplace_act and not (torch.is_grad_enabled() and (x.requires_grad or (b is not None and b.requires_grad))):
-        return _bias_act_inplace(x, b, act, gain, clamp, dim, overwrite)
-    if b is not None:
-        shape = [-1 if i == dim else 1 for i in range(x.ndim)]
-        x = x + b.reshape(shape)
-    x = func(x)
-    if gain != 1:
-        x = x * gain
-    if clamp is not None:
-        x = x.clamp(-clamp, clamp)
-    return x
-
-
-_INPLACE_ACTIVATIONS = {"linear": lambda x: x, "relu": F.relu_, "lrelu": lambda x: F.leaky_relu_(x, 0.2)}
-
-
-def _bias_act_inplace(x, b, act, gain, clamp, dim, overwrite):
-    """bias_act without recorded gradients: the first step makes the one new tensor (none if x may be
-    overwritten), the others run in place."""
-    if b is not None:
-        b = b.reshape([-1 if i == dim else 1 for i in range(x.ndim)])
-        x = x.add_(b) if overwrite else x + b
-    elif not overwrite and (act in ("relu", "lrelu") or gain != 1 or clamp is not None):
-        x = x.clone(memory_format=torch.preserve_format)
-    x = _INPLACE_ACTIVATIONS[act](x) if act in _INPLACE_ACTIVATIONS else ACTIVATIONS[act][0](x)
-    if gain != 1:
-        x = x.mul_(gain)
-    if clamp is not None:
-        x = x.clamp_(-clamp, clamp)
-    return x
 
 
 def setup_filter(taps=(1, 3, 3, 1), device=None) -> torch.Tensor:
@@ -112,25 +65,37 @@ def upfirdn2d(x: torch.Tensor, f: torch.Tensor | None, up: int = 1, down: int = 
     return _upfirdn2d_reference(x, f, up, down, px0, px1, py0, py1, flip_filter, gain)
 
 
+# id(filter) -> (weak reference to it, data pointer, version counter, taps). An entry is dropped when its filter is
+# freed, so a new tensor that the allocator places at a freed filter's address never sees the old taps.
 _TAPS_CACHE: dict = {}
 
 
 def separable_taps(f: torch.Tensor) -> tuple[list[float], list[float]] | None:
     """(column taps, row taps) as Python floats with outer(col, row) == f exactly, or None if f is not separable.
 
-    The answer is cached per filter tensor (device, storage, version), so CUDA filters cost one sync per filter.
-    A meta tensor has no values to inspect: None (the plain path, which never reads them)."""
+    The answer is remembered for the filter tensor itself while its storage and version counter are unchanged, so
+    a CUDA filter costs one sync per tensor (and per in-place change). A meta tensor has no values to inspect:
+    None (the plain path, which never reads them)."""
     if f.device.type == "meta":
         return None
-    key = (f.device, f.data_ptr(), f._version, tuple(f.shape))
-    if key not in _TAPS_CACHE:
-        g, taps = f.detach().double().cpu(), None
-        if g.ndim == 2 and g.sum() != 0:
-            col, row = g.sum(1), g.sum(0) / g.sum()
-            if torch.equal(torch.outer(col, row).to(f.dtype), f.detach().cpu()):
-                taps = (col.tolist(), row.tolist())
-        _TAPS_CACHE[key] = taps
-    return _TAPS_CACHE[key]
+    entry = _TAPS_CACHE.get(id(f))
+    if entry is not None and entry[0]() is f and entry[1:3] == (f.data_ptr(), f._version):
+        return entry[3]
+    taps = _read_separable_taps(f)
+    key = id(f)
+    _TAPS_CACHE[key] = (weakref.ref(f, lambda _, key=key: _TAPS_CACHE.pop(key, None)), f.data_ptr(), f._version,
+                        taps)
+    return taps
+
+
+def _read_separable_taps(f: torch.Tensor) -> tuple[list[float], list[float]] | None:
+    g = f.detach().double().cpu()
+    if g.ndim != 2 or g.sum() == 0:
+        return None
+    col, row = g.sum(1), g.sum(0) / g.sum()
+    if not torch.equal(torch.outer(col, row).to(f.dtype), f.detach().cpu()):
+        return None
+    return col.tolist(), row.tolist()
 
 
 # [1, 3, 3, 1] / 8 per axis times the per-axis x2 upsampling gain 2: the filter upsample2d uses.
@@ -230,18 +195,33 @@ def _upfirdn2d_reference(x, f, up, down, px0, px1, py0, py1, flip_filter, gain):
     return x
 
 
+def fir_padding(f: torch.Tensor | None, up: int = 1, down: int = 1, padding: int = 0) -> list[int]:
+    """[x0, x1, y0, y1]: `padding` on every side plus what x`up` / /`down` resampling with the FIR `f` needs on
+    each axis for an exact output size (H * up, or H / down).
+
+    Along an axis of t taps, up-sampling (zeros inserted after each sample) needs (t + up - 1) // 2 before and
+    (t - up) // 2 after; down-sampling (the kept samples are the first of each group) needs (t - down + 1) // 2
+    before and (t - down) // 2 after."""
+    taps = (1, 1) if f is None else (f.shape[-1], f.shape[0])
+    pads = []
+    for t in taps:  # x axis (filter width), then y axis (filter height)
+        before = after = padding
+        if up > 1:
+            before, after = before + (t + up - 1) // 2, after + (t - up) // 2
+        if down > 1:
+            before, after = before + (t - down + 1) // 2, after + (t - down) // 2
+        pads += [before, after]
+    return pads
+
+
 def upsample2d(x: torch.Tensor, f: torch.Tensor, up: int = 2) -> torch.Tensor:
     """Exact x`up` upsampling with the FIR `f` (output H*up x W*up)."""
-    k = f.shape[-1]
-    p0, p1 = (k + up - 1) // 2, (k - up) // 2
-    return upfirdn2d(x, f, up=up, padding=[p0, p1, p0, p1], gain=up * up)
+    return upfirdn2d(x, f, up=up, padding=fir_padding(f, up=up), gain=up * up)
 
 
 def downsample2d(x: torch.Tensor, f: torch.Tensor, down: int = 2) -> torch.Tensor:
     """Exact /`down` downsampling after low-pass filtering with `f`."""
-    k = f.shape[-1]
-    p0, p1 = (k - down + 1) // 2, (k - down) // 2
-    return upfirdn2d(x, f, down=down, padding=[p0, p1, p0, p1])
+    return upfirdn2d(x, f, down=down, padding=fir_padding(f, down=down))
 
 
 def filter2d(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
@@ -261,101 +241,119 @@ def _conv(x, w, stride=1, padding=0, groups=1, transpose=False, flip_weight=True
 
 def conv2d_resample(x: torch.Tensor, w: torch.Tensor, f: torch.Tensor | None = None, up: int = 1, down: int = 1,
                     padding: int = 0, groups: int = 1, flip_weight: bool = True) -> torch.Tensor:
-    """2-D convolution with optional x`up` upsampling / /`down` downsampling through the FIR `f`, computed as
-    StyleGAN2 does it (transposed stride-2 conv then FIR for up; FIR then stride-2 conv for down).
+    """2-D convolution with optional x`up` upsampling / /`down` downsampling through the FIR `f`, in the order
+    StyleGAN2 computes it (spec 2.7): up-sampling is a transposed stride-`up` convolution followed by the FIR;
+    down-sampling is the FIR followed by a stride-`down` convolution.
 
     x: [N, C_in, H, W]; w: [C_out, C_in / groups, kh, kw]; padding: symmetric int."""
-    c_out, c_in_g, kh, kw = w.shape
-    fk = f.shape[-1] if f is not None else 1
-    px0 = px1 = py0 = py1 = padding
-    if up > 1:
-        px0 += (fk + up - 1) // 2
-        px1 += (fk - up) // 2
-        py0 += (fk + up - 1) // 2
-        py1 += (fk - up) // 2
-    if down > 1:
-        px0 += (fk - down + 1) // 2
-        px1 += (fk - down) // 2
-        py0 += (fk - down + 1) // 2
-        py1 += (fk - down) // 2
+    pads = fir_padding(f, up, down, padding)
+    pointwise = w.shape[-2:] == (1, 1)
+    if up == 1 and down == 1:
+        return _plain_conv(x, w, pads, groups, flip_weight)
+    if up == 1:
+        return _downsampling_conv(x, w, f, down, pads, groups, flip_weight, pointwise)
+    if pointwise and down == 1:  # a 1x1 kernel commutes with the resampling: convolve the small image
+        return upfirdn2d(_conv(x, w, groups=groups, flip_weight=flip_weight), f, up=up, padding=pads, gain=up * up)
+    return _upsampling_conv(x, w, f, up, down, pads, groups, flip_weight)
 
-    if kw == 1 and kh == 1 and down > 1 and up == 1:
-        x = upfirdn2d(x, f, down=down, padding=[px0, px1, py0, py1])
-        return _conv(x, w, groups=groups, flip_weight=flip_weight)
-    if kw == 1 and kh == 1 and up > 1 and down == 1:
-        x = _conv(x, w, groups=groups, flip_weight=flip_weight)
-        return upfirdn2d(x, f, up=up, padding=[px0, px1, py0, py1], gain=up ** 2)
-    if down > 1 and up == 1:
-        x = upfirdn2d(x, f, padding=[px0, px1, py0, py1])
-        return _conv(x, w, stride=down, groups=groups, flip_weight=flip_weight)
-    if up > 1:
-        if groups == 1:
-            w = w.transpose(0, 1)
-        else:
-            w = w.reshape(groups, c_out // groups, c_in_g, kh, kw).transpose(1, 2)
-            w = w.reshape(groups * c_in_g, c_out // groups, kh, kw)
-        px0 -= kw - 1
-        px1 -= kw - up
-        py0 -= kh - 1
-        py1 -= kh - up
-        pxt = max(min(-px0, -px1), 0)
-        pyt = max(min(-py0, -py1), 0)
-        x = _conv(x, w, stride=up, padding=[pyt, pxt], groups=groups, transpose=True, flip_weight=not flip_weight)
-        x = upfirdn2d(x, f, padding=[px0 + pxt, px1 + pxt, py0 + pyt, py1 + pyt], gain=up ** 2)
-        if down > 1:
-            x = upfirdn2d(x, f, down=down)
-        return x
-    if px0 == px1 and py0 == py1 and px0 >= 0 and py0 >= 0:
-        return _conv(x, w, padding=[py0, px0], groups=groups, flip_weight=flip_weight)
-    x = upfirdn2d(x, None, padding=[px0, px1, py0, py1])
-    return _conv(x, w, groups=groups, flip_weight=flip_weight)
+
+def _plain_conv(x, w, pads, groups, flip_weight):
+    """No resampling: the convolution pads by itself when the padding is symmetric and not a crop."""
+    x0, x1, y0, y1 = pads
+    if min(pads) >= 0 and x0 == x1 and y0 == y1:
+        return _conv(x, w, padding=[y0, x0], groups=groups, flip_weight=flip_weight)
+    return _conv(upfirdn2d(x, None, padding=pads), w, groups=groups, flip_weight=flip_weight)
+
+
+def _downsampling_conv(x, w, f, down, pads, groups, flip_weight, pointwise):
+    """Low-pass first. A 1x1 kernel is applied after the FIR has decimated; a larger one decimates by its stride."""
+    if pointwise:
+        return _conv(upfirdn2d(x, f, down=down, padding=pads), w, groups=groups, flip_weight=flip_weight)
+    return _conv(upfirdn2d(x, f, padding=pads), w, stride=down, groups=groups, flip_weight=flip_weight)
+
+
+def _transposed_kernel(w: torch.Tensor, groups: int) -> torch.Tensor:
+    """[C_out, C_in / g, kh, kw] -> the [C_in, C_out / g, kh, kw] layout conv_transpose2d expects, per group."""
+    c_out, c_in_per_group = w.shape[:2]
+    per_group = w.reshape(groups, c_out // groups, c_in_per_group, *w.shape[2:]).transpose(1, 2)
+    return per_group.reshape(groups * c_in_per_group, c_out // groups, *w.shape[2:])
+
+
+def _upsampling_conv(x, w, f, up, down, pads, groups, flip_weight):
+    """Transposed stride-`up` convolution, then the FIR (gain up^2), then an optional FIR decimation.
+
+    The transposed convolution itself spans k - 1 samples before and k - up after each input along an axis of k
+    taps; that span is taken off the FIR padding, and the part the convolution can absorb symmetrically (the
+    smaller deficit) becomes its own padding."""
+    kernel = w.transpose(0, 1) if groups == 1 else _transposed_kernel(w, groups)
+    fir_pads, conv_pads = [], []
+    for (before, after), k in zip((pads[:2], pads[2:]), (w.shape[3], w.shape[2])):
+        before, after = before - (k - 1), after - (k - up)
+        absorbed = max(min(-before, -after), 0)
+        conv_pads.append(absorbed)
+        fir_pads += [before + absorbed, after + absorbed]
+    x = _conv(x, kernel, stride=up, padding=conv_pads[::-1], groups=groups, transpose=True,
+              flip_weight=not flip_weight)
+    x = upfirdn2d(x, f, padding=fir_pads, gain=up * up)
+    return x if down == 1 else upfirdn2d(x, f, down=down)
 
 
 def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, noise: torch.Tensor | None = None,
                      up: int = 1, padding: int = 0, resample_filter: torch.Tensor | None = None,
                      demodulate: bool = True, flip_weight: bool = True, fused_modconv: bool = True) -> torch.Tensor:
-    """StyleGAN2 modulated convolution.
+    """StyleGAN2 modulated convolution (spec 2.7).
 
     x: [N, C_in, H, W]; weight: [C_out, C_in, k, k]; styles: [N, C_in]; noise broadcastable to the output.
     fused_modconv=True runs one grouped convolution with per-sample weights; False scales the activations
     before and after a shared convolution (the official training-mode path). Both compute the same function."""
-    n = x.shape[0]
-    c_out, c_in, kh, kw = weight.shape
-    if fused_modconv and n > 1 and FAST.channels_last and x.is_contiguous(memory_format=torch.channels_last):
+    if fused_modconv and x.shape[0] > 1 and FAST.channels_last and x.is_contiguous(memory_format=torch.channels_last):
         fused_modconv = False  # a shared channels-last convolution beats a grouped one; the same function
-    if x.dtype == torch.float16 and demodulate:
-        # Keep fp16 activations in range: pre-normalise weight and styles (the normalisation cancels out).
-        weight = weight * (1 / math.sqrt(c_in * kh * kw) / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
-        styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
-    w = dcoefs = None
-    if demodulate or fused_modconv:
-        w = weight.unsqueeze(0) * styles.reshape(n, 1, -1, 1, 1)
+    if demodulate and x.dtype == torch.float16:
+        weight, styles = _fp16_prenormalised(weight, styles)
+    conv = functools.partial(conv2d_resample, f=resample_filter, up=up, padding=padding, flip_weight=flip_weight)
+    run = _modconv_per_sample if fused_modconv else _modconv_shared
+    return run(x, weight, styles, noise, demodulate, conv)
+
+
+def _fp16_prenormalised(weight, styles):
+    """Weight and styles divided by their largest magnitudes (the weight also by sqrt(fan_in)), which keeps fp16
+    activations in range; demodulation cancels the scale."""
+    fan_in = weight[0].numel()
+    weight = weight * (1 / math.sqrt(fan_in) / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
+    return weight, styles / styles.norm(float("inf"), dim=1, keepdim=True)
+
+
+def _demodulation(styled: torch.Tensor) -> torch.Tensor:
+    """1 / sqrt(sum of squares + 1e-8) of each output filter: styled [N, C_out, C_in, kh, kw] -> [N, C_out]."""
+    return (styled.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()
+
+
+def _modconv_shared(x, weight, styles, noise, demodulate, conv):
+    """Inputs scaled by the styles, one convolution with the shared weight, outputs scaled by the demodulation
+    coefficients (one fused multiply-add with the noise)."""
+    n = x.shape[0]
+    coefs = _demodulation(weight.unsqueeze(0) * styles.reshape(n, 1, -1, 1, 1)) if demodulate else None
+    out = conv(x * styles.to(x.dtype).reshape(n, -1, 1, 1), weight.to(x.dtype))
+    if coefs is None:
+        return out if noise is None else out.add_(noise.to(out.dtype))
+    coefs = coefs.to(out.dtype).reshape(n, -1, 1, 1)
+    return out * coefs if noise is None else torch.addcmul(noise.to(out.dtype), out, coefs)
+
+
+def _modconv_per_sample(x, weight, styles, noise, demodulate, conv):
+    """Each sample's own styled (and demodulated) kernel; the batch runs as one grouped convolution with a group
+    per sample (a single sample runs ungrouped: reshaping it would drop a channels-last layout)."""
+    n = x.shape[0]
+    styled = weight.unsqueeze(0) * styles.reshape(n, 1, -1, 1, 1)
     if demodulate:
-        dcoefs = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()
-    if demodulate and fused_modconv:
-        w = w * dcoefs.reshape(n, -1, 1, 1, 1)
-
-    if not fused_modconv:
-        x = x * styles.to(x.dtype).reshape(n, -1, 1, 1)
-        x = conv2d_resample(x, weight.to(x.dtype), f=resample_filter, up=up, padding=padding, flip_weight=flip_weight)
-        if demodulate and noise is not None:
-            x = torch.addcmul(noise.to(x.dtype), x, dcoefs.to(x.dtype).reshape(n, -1, 1, 1))
-        elif demodulate:
-            x = x * dcoefs.to(x.dtype).reshape(n, -1, 1, 1)
-        elif noise is not None:
-            x = x.add_(noise.to(x.dtype))
-        return x
-
-    if n > 1:  # one grouped convolution, a group per sample (a reshape of one sample would drop channels-last)
-        x = x.reshape(1, -1, *x.shape[2:])
-    w = w.reshape(-1, c_in, kh, kw)
-    x = conv2d_resample(x, w.to(x.dtype), f=resample_filter, up=up, padding=padding, groups=n,
-                        flip_weight=flip_weight)
-    if n > 1:
-        x = x.reshape(n, -1, *x.shape[2:])
-    if noise is not None:
-        x = x.add_(noise)
-    return x
+        styled = styled * _demodulation(styled).reshape(n, -1, 1, 1, 1)
+    kernels = styled.reshape(-1, *weight.shape[1:]).to(x.dtype)
+    if n == 1:
+        out = conv(x, kernels)
+    else:
+        out = conv(x.reshape(1, -1, *x.shape[2:]), kernels, groups=n)
+        out = out.reshape(n, -1, *out.shape[2:])
+    return out if noise is None else out.add_(noise)
 
 
 def normalize_2nd_moment(x: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> torch.Tensor:

@@ -13,6 +13,10 @@ from dataclasses import dataclass, field
 
 PLANE_PROJECTIONS = ("compat", "consistent")
 
+CONSTRUCTION_ONLY = ("superresolution_module", "sr_antialias", "decoder_lr_mul")
+"""Settings that shape modules when a generator is built; writing another value later is refused (it would do
+nothing)."""
+
 
 @dataclass
 class RenderingSettings:
@@ -104,8 +108,25 @@ class RenderingSettings:
         return self.ray_start == "auto"
 
 
+def check_construction_only(settings: RenderingSettings, values: dict, owner: str = "G") -> None:
+    """Refuse a new value for a construction-only setting (the module it configures is already built)."""
+    for key in CONSTRUCTION_ONLY:
+        if key in values and values[key] != getattr(settings, key):
+            raise ValueError(f"{owner}.rendering_kwargs[{key!r}] is fixed at construction (it is "
+                             f"{getattr(settings, key)!r}); build a new network to use {values[key]!r}")
+
+
+def replace_settings(settings: RenderingSettings, values: dict, source: str = "rendering_kwargs"):
+    """New settings from a whole official dict (`G.rendering_kwargs = {...}`): construction-only keys must keep
+    their values (absent ones keep them too)."""
+    check_construction_only(settings, values)
+    kept = {key: getattr(settings, key) for key in CONSTRUCTION_ONLY}
+    return RenderingSettings.from_kwargs({**kept, **values}, source)
+
+
 class RenderingKwargsView(MutableMapping):
-    """Dict-like, validated view of a RenderingSettings (what `G.rendering_kwargs` returns)."""
+    """Dict-like, validated view of a RenderingSettings (what `G.rendering_kwargs` returns). Construction-only
+    settings can be read, and written only with the value they have."""
 
     def __init__(self, settings: RenderingSettings):
         self._settings = settings
@@ -127,6 +148,7 @@ class RenderingKwargsView(MutableMapping):
         values = dict(other, **kwargs)
         for key in values:
             self._check_key(key)
+        check_construction_only(self._settings, values)
         old = {key: getattr(self._settings, key) for key in values}
         for key, value in values.items():
             setattr(self._settings, key, value)

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from op3d.networks.layers import FullyConnectedLayer
+from op3d.primitives import FullyConnectedLayer
 
 
 CPU_CHUNK = 2048  # rows per chunk of OSGDecoder.sigma on the CPU: 2048 x 64 float32 hidden values fit in L2
@@ -66,5 +66,4 @@ class OSGDecoder(nn.Module):
         """The weight and bias a linear FullyConnectedLayer applies (its forward's arithmetic)."""
         if layer.activation != "linear" or layer.bias is None:
             raise ValueError("OSGDecoder.sigma expects linear fully connected layers with a bias")
-        b = layer.bias.to(dtype)
-        return layer.weight.to(dtype) * layer.weight_gain, (b * layer.bias_gain if layer.bias_gain != 1 else b)
+        return layer.applied(dtype)
