@@ -71,6 +71,10 @@ class ViewerApp:
             raise ViewerStartError(f"--port: port {port} on {host} was taken while starting; pass another --port")
         self.host = host
         self.server.scene.set_up_direction("+y")
+        # No environment map (viser fetches its HDRI files from the web; op3d runs offline) and no shadows: lit by the
+        # default lights, the page stays fast on software WebGL.
+        self.server.scene.configure_environment_map(hdri=None)
+        self.server.scene.configure_default_lights(enabled=True, cast_shadow=False)
         self.server.gui.set_panel_label(f"op3d · {model.kind} · {model.name.rsplit('/', 1)[-1]}")
         self.server.on_client_connect(lambda client: self._connect(client, Session))
         self.server.on_client_disconnect(self._disconnect)

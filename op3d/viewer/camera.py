@@ -100,7 +100,8 @@ def snap_to_training_range(position, pivot, radius: float, max_yaw: float = MAX_
     """The nearest training-like camera to a page camera: on the model's orbit (radius around the origin), looking
     at its pivot, with yaw and pitch clamped to within max_yaw / max_pitch of frontal. Returns (position, wxyz)."""
     yaw, pitch, _ = orbit_angles(position)
-    yaw = min(max(yaw, math.pi / 2 - max_yaw), math.pi / 2 + max_yaw)
+    turn = (yaw - math.pi / 2 + math.pi) % (2 * math.pi) - math.pi  # from frontal, in [-pi, pi)
+    yaw = math.pi / 2 + min(max(turn, -max_yaw), max_yaw)
     pitch = min(max(pitch, math.pi / 2 - max_pitch), math.pi / 2 + max_pitch)
     return orbit_pose(yaw, pitch, pivot, radius)
 

@@ -16,6 +16,7 @@ from op3d.generation_cond import POSE_DIR
 
 SHHQ_LEVEL = 40.0   # the README's ChimeraX level for SHHQ (bodies) and the conditional gen_samples default
 FACE_LEVEL = 10.0   # FFHQ / AFHQ, and the unconditional gen_samples default
+RADIUS_TOLERANCE = 1e-4  # world units: float32 labels of the training orbit are this close to its radius
 
 
 class NetworkLoadError(ValueError):
@@ -89,12 +90,13 @@ class ViewerModel:
 
     def shift_ray_range(self, distance: float) -> None:
         """Move the renderer's ray range with the camera's distance from the pivot, so that zooming keeps the box
-        inside it (numeric ray_start/ray_end only; the 'auto' rule follows the box by itself)."""
+        inside it (numeric ray_start/ray_end only; the 'auto' rule follows the box by itself). Distances within
+        RADIUS_TOLERANCE of the training camera's keep the trained range exactly."""
         s = self.G.settings
         frontal = generation.conditioning_label(self.G)
         from op3d.viewer.camera import pivot_distance
 
         delta = distance - pivot_distance(frontal, s.avg_camera_pivot)
-        if isinstance(s.ray_start, (int, float)) and isinstance(s.ray_end, (int, float)) and delta != 0:
+        if isinstance(s.ray_start, (int, float)) and isinstance(s.ray_end, (int, float)) and abs(delta) > RADIUS_TOLERANCE:
             start = max(1e-3, s.ray_start + delta)
             self.G.rendering_kwargs.update(ray_start=start, ray_end=start + (s.ray_end - s.ray_start))

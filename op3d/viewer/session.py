@@ -50,7 +50,8 @@ class Session:
         self.wake = threading.Event()
         self.alive = True
         self.last_move = 0.0
-        self.refined = True
+        self.refined = True   # the last full-resolution render shows the latest request
+        self.requests = 0     # camera moves and control changes so far
         self.frames = 0
         self.last_frame = None
         self.mesh = None
@@ -64,11 +65,13 @@ class Session:
     # --- requests -------------------------------------------------------------------------------------------------
     def camera_moved(self) -> None:
         self.last_move = time.monotonic()
+        self.requests += 1
         self.refined = False
         self.wake.set()
 
     def changed(self) -> None:
         """A control changed: render again at full resolution."""
+        self.requests += 1
         self.refined = False
         self.wake.set()
 
@@ -122,6 +125,7 @@ class Session:
 
     def render_once(self, preview: bool) -> None:
         ctl = self.controls
+        requests = self.requests
         try:
             key = ctl.latent()
         except ValueError as err:
@@ -142,7 +146,7 @@ class Session:
         frame.timings["transfer"] = time.perf_counter() - start
         self.frames += 1
         self.last_frame = frame
-        self.refined = self.refined or not preview
+        self.refined = not preview and requests == self.requests
         ctl.show_status(frame, key, resolution, preview, self.frames)
 
     def report(self, message: str) -> None:
@@ -174,6 +178,7 @@ class Session:
                 with open(os.path.join(self.outdir, filename), "wb") as f:
                     f.write(data)
             self.client.send_file_download(filename, data, save_immediately=True)
+        self.client.flush()
 
     def extract(self) -> None:
         """Extract the mesh of the current latent and show it in the scene."""
@@ -198,10 +203,12 @@ class Session:
 
         if self.mesh is None:
             return
-        offset = 1.2 * self.model.G.settings.box_warp if self.controls.mesh_beside.value else 0.0
+        # Beside: to the left of the rendered object (world -x, the frontal camera's left), clear of its box centre.
+        offset = -0.8 * self.model.G.settings.box_warp if self.controls.mesh_beside.value else 0.0
         tm = trimesh.Trimesh(self.mesh.vertices, self.mesh.faces, vertex_colors=self.mesh.colors, process=False)
         self.client.scene.add_mesh_trimesh("/mesh", tm, position=(offset, 0.0, 0.0),
-                                           visible=self.controls.mesh_visible.value)
+                                           visible=self.controls.mesh_visible.value, cast_shadow=False,
+                                           receive_shadow=False)
 
     def download(self, fmt: str) -> None:
         if fmt not in MESH_FORMATS or self.mesh is None:
@@ -209,3 +216,4 @@ class Session:
             return
         name = f"seed{self.mesh_key.seed:04d}_Geometry{fmt}"
         self.client.send_file_download(name, mesh_bytes(self.mesh, fmt), save_immediately=True)
+        self.client.flush()
