@@ -99,3 +99,12 @@ def vertex_colors(field, vertices: np.ndarray, faces: np.ndarray, box_warp: floa
     if offset is None:
         offset = DEFAULT_OFFSET * box_warp
     return surface_colors(field, vertices, vertex_normals(vertices, faces), offset, samples, device=device)
+
+
+@torch.no_grad()
+def generator_vertex_colors(G, ws: torch.Tensor, vertices: np.ndarray, faces: np.ndarray,
+                            noise_mode: str = "const") -> np.ndarray:
+    """Per-vertex colours uint8 [V, 3] of an unconditional generator's mesh (op3d.shapes.density_mesh of the same
+    ws [1, num_ws, w_dim]): the planes are computed once, then vertex_colors on their field."""
+    planes = G.compute_planes(ws, noise_mode=noise_mode)
+    return vertex_colors(plane_field(G, planes), vertices, faces, G.settings.box_warp, device=ws.device)

@@ -211,8 +211,10 @@ def density_mesh(sigma: np.ndarray, level: float = 10.0, cube_length: float = 1.
     return vertices.astype(np.float32), faces.astype(np.int64)
 
 
-def write_mesh(path: str | os.PathLike, vertices: np.ndarray, faces: np.ndarray) -> None:
-    """Save a triangle mesh; the format (.ply or .obj) follows the file extension. Written atomically."""
+def write_mesh(path: str | os.PathLike, vertices: np.ndarray, faces: np.ndarray,
+               colors: np.ndarray | None = None) -> None:
+    """Save a triangle mesh; the format (.ply or .obj) follows the file extension. colors: optional per-vertex
+    uint8 [V, 3] (op3d.mesh_colors), written as the files' vertex colours. Written atomically."""
     import trimesh
 
     path = os.fspath(path)
@@ -220,4 +222,4 @@ def write_mesh(path: str | os.PathLike, vertices: np.ndarray, faces: np.ndarray)
     if ext not in (".ply", ".obj"):
         raise ValueError(f"mesh format must be .ply or .obj, got {ext!r}")
     with atomic_output(path) as tmp:
-        trimesh.Trimesh(vertices=vertices, faces=faces, process=False).export(tmp)
+        trimesh.Trimesh(vertices=vertices, faces=faces, vertex_colors=colors, process=False).export(tmp)

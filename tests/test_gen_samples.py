@@ -131,6 +131,7 @@ def write_hostile(path):
     (["--network=random-tiny", "--seeds=a-b"], "--seeds"),
     (["--network=random-tiny", "--seeds=0", "--shape-format=.stl"], "--shape-format"),
     (["--network=random-tiny", "--seeds=0", "--shape-res=0"], "--shape-res"),
+    (["--network=random-tiny", "--seeds=0", "--shapes=true", "--mesh-colors=true"], "--mesh-colors"),
 ])
 def test_bad_input_one_line_error_and_no_output(tmp_path, args, message):
     not_pickle = tmp_path / "notes.txt"

@@ -56,10 +56,14 @@ def _float_list(text: str, name: str) -> list[float]:
 @click.option("--max-batch", type=int, default=1_000_000, show_default=True, help="Shape points per decoder chunk.")
 @click.option("--level", type=float, default=10.0, show_default=True,
               help="Iso level of meshes (raw density): 10 for FFHQ/AFHQ, 40 suggested for SHHQ.")
+@click.option("--mesh-colors", type=bool, default=False, show_default=True,
+              help="With --shape-format=.ply/.obj: colour each vertex with the generator's own colour field, as a "
+              "camera looking at it along its normal sees it (op3d.mesh_colors).")
 @click.option("--extra-images", type=bool, default=False, show_default=True,
               help="Also write the raw (neural-rendered) and depth images.")
 def main(network, seeds, truncation_psi, truncation_cutoff, class_idx, outdir, shapes, shape_res, shape_format,
-         fov_deg, reload_modules, device, batch, noise_mode, views, depth_samples, max_batch, level, extra_images):
+         fov_deg, reload_modules, device, batch, noise_mode, views, depth_samples, max_batch, level, mesh_colors,
+         extra_images):
     import os
     import pickle
 
@@ -80,6 +84,8 @@ def main(network, seeds, truncation_psi, truncation_cutoff, class_idx, outdir, s
         raise click.ClickException(str(err)) from None
     if shape_format not in SHAPE_FORMATS:
         raise click.ClickException(f"--shape-format: expected one of {', '.join(SHAPE_FORMATS)}, got {shape_format!r}")
+    if mesh_colors and shape_format == ".mrc":
+        raise click.ClickException("--mesh-colors: needs --shape-format=.ply or .obj (an .mrc volume has no vertices)")
     for name, value, low in (("--shape-res", shape_res, 2), ("--batch", batch, 1), ("--depth-samples", depth_samples, 2),
                              ("--max-batch", max_batch, 1)):
         if value < low:
@@ -111,7 +117,12 @@ def main(network, seeds, truncation_psi, truncation_cutoff, class_idx, outdir, s
                 except ValueError as err:
                     click.echo(f"seed {seed}: no mesh written: {err}", err=True)
                     continue
-                shape_io.write_mesh(path, vertices, faces)
+                colors = None
+                if mesh_colors:
+                    from op3d.mesh_colors import generator_vertex_colors
+
+                    colors = generator_vertex_colors(G, ws, vertices, faces, noise_mode=noise_mode)
+                shape_io.write_mesh(path, vertices, faces, colors)
 
 
 if __name__ == "__main__":
