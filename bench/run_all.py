@@ -77,7 +77,7 @@ def generator_for(row: dict, device):
 
     if row["source"] in FIXTURE_SETS:
         return op3d.load_network_pkl(fixtures_root() / FIXTURE_SETS[row["source"]] / "G.pkl", device=device)["G_ema"]
-    from op3d.training.loop import build_networks
+    from op3d.training.build import build_networks
     from op3d.training.options import TrainingOptions, training_spec
     from train_step import _FakeDataset
 

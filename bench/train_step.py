@@ -18,8 +18,9 @@ import numpy as np
 import torch
 
 from op3d.cameras import orbit_camera
-from op3d.training.loop import build_networks, make_phases
+from op3d.training.build import build_networks
 from op3d.training.loss import GANLoss
+from op3d.training.optimization import make_phases
 from op3d.training.options import TrainingOptions, training_spec
 
 CONFIGS = {

@@ -15,7 +15,7 @@ from op3d.checkpoints import load_network_pkl
 from op3d.data.synthetic import make_synthetic_dataset
 from op3d.metrics.registry import MetricContext, fid
 from op3d.training.dataset import ImageFolderDataset
-from op3d.training.loop import build_networks
+from op3d.training.build import build_networks
 from stand_in_detectors import write_detectors
 from script_loading import load_script
 

@@ -240,7 +240,7 @@ def test_missing_detector_is_a_one_line_note(tiny_data, tmp_path, monkeypatch):
 def test_tick_statistics_accumulate_tensors_and_lists():
     """Stats sums each name's values (tensors of any shape, 0-d counts, plain lists) over a tick and summarises them
     once: count, mean and population std; the summary starts the next tick empty."""
-    from op3d.training.loop import Stats
+    from op3d.training.progress import Stats
 
     stats = Stats()
     stats.add("Loss/G", torch.tensor([[1.0], [2.0]]))

@@ -31,7 +31,7 @@ def input_errors() -> tuple[type[Exception], ...]:
 def resume_source(path: str) -> tuple[str, str | None]:
     """--resume path -> (snapshot pkl, its training-state file or None). A run directory resumes from its newest
     snapshot that has a training state."""
-    from op3d.training.loop import latest_snapshot, state_path_for
+    from op3d.training.snapshots import latest_snapshot, state_path_for
 
     if os.path.isdir(path):
         snapshot = latest_snapshot(path)
@@ -121,7 +121,8 @@ def check_resume_fits(spec: dict, dataset) -> None:
     exact resume (training state) needs the batch it was trained with, and the snapshot's weights must fit the
     configured networks (built on the CPU)."""
     from op3d.checkpoints import load_network_pkl
-    from op3d.training.loop import build_networks, copy_weights
+    from op3d.training.build import build_networks
+    from op3d.training.snapshots import copy_weights
 
     if spec.get("resume_state"):
         saved = torch.load(spec["resume_state"], map_location="cpu", weights_only=True)
