@@ -1,5 +1,4 @@
-"""Inside test for closed triangle meshes: signed +z ray crossings over a grid of triangles, and the generalized
-winding number (solid angles) for the points whose crossing count is not trusted."""
+"""Inside test for closed triangle meshes: signed +z ray crossings, and solid-angle winding numbers where unsure."""
 
 from __future__ import annotations
 
