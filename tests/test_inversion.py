@@ -26,6 +26,8 @@ from op3d.inversion.losses import ImageLoss, load_lpips, noise_regularization, n
 from op3d.inversion.projector import ProjectionSettings, project, w_statistics
 from op3d.inversion.pti import PTISettings, pivotal_tuning
 from op3d.metrics.detectors import DetectorError
+from op3d.networks.generator import TriPlaneGenerator
+from op3d.viewer.model import ViewerModel
 from stand_in_detectors import write_detectors
 
 SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "gen_samples" / "unconditional" / "projector.py"
@@ -94,6 +96,18 @@ def test_noise_regularizer_and_normalisation():
     normalize_noise_(maps)
     assert float(maps[0].mean()) == pytest.approx(0, abs=1e-6) and float(maps[0].square().mean()) == \
         pytest.approx(1, abs=1e-5)
+
+
+def test_settings_default_to_the_published_recipes():
+    # StyleGAN2 appendix D (projector): 1000 steps, peak lr 0.1, ramps 50 / 250 of 1000 steps, latent noise 0.05 sigma_w
+    # ramped out over 750 steps, noise regulariser weight 1e5, w_avg over 10 000 samples. PTI (Roich et al. 2021,
+    # section 4 / their configuration): 350 steps at lr 3e-4, locality lambda_R = 0.1, lambda_L2^R = 1, alpha = 30.
+    projection, pti = ProjectionSettings(), PTISettings()
+    assert (projection.num_steps, projection.lr, projection.lr_rampup, projection.lr_rampdown) == (1000, 0.1, .05, .25)
+    assert (projection.initial_noise, projection.noise_ramp, projection.noise_weight) == (0.05, 0.75, 1e5)
+    assert projection.w_avg_samples == 10_000 and projection.optimize_noise and projection.latent_space == "w"
+    assert (pti.num_steps, pti.lr, pti.locality_weight, pti.locality_l2_weight, pti.locality_alpha) == \
+        (350, 3e-4, 0.1, 1.0, 30.0)
 
 
 # --- camera ----------------------------------------------------------------------------------------------------------
@@ -253,6 +267,7 @@ def target_png(demo, tmp_path_factory):
 
 def test_script_writes_every_output_deterministically(target_png, tmp_path, isolated):
     path, _ = target_png
+    network_bytes = pathlib.Path(generation.DEMO_NETWORK).read_bytes()
     for name in ("a", "b"):
         result = run(f"--target={path}", f"--outdir={tmp_path / name}", "--loss=mse", "--seed=5", *FAST)
         assert result.exit_code == 0, result.output
@@ -275,8 +290,8 @@ def test_script_writes_every_output_deterministically(target_png, tmp_path, isol
     with torch.no_grad():
         out = G.synthesis(torch.from_numpy(ws), torch.from_numpy(label), noise_mode="const")["image"]
     assert np.abs(generation.to_uint8(out)[0].astype(int) - image).max() <= 1
-    assert generation.load_generator(generation.DEMO_NETWORK).backbone.mapping.w_avg.equal(
-        op3d.load_network_pkl(generation.DEMO_NETWORK)["G_ema"].backbone.mapping.w_avg)
+    assert ViewerModel.load(str(tmp_path / "a" / "network-pti.pkl"), device="cpu").kind == "orthoplanes"
+    assert pathlib.Path(generation.DEMO_NETWORK).read_bytes() == network_bytes  # only the copy was tuned
 
 
 def test_script_with_dataset_json_camera_lpips_and_w_plus(target_png, tmp_path, isolated):
@@ -298,25 +313,92 @@ def test_script_with_dataset_json_camera_lpips_and_w_plus(target_png, tmp_path, 
     assert np.load(out / "w_plus.npy").shape == (1, 7, 512) and not (out / "w.npy").exists()
 
 
+def tiny_triplanes(path):
+    """A random tri-plane (EG3D) generator with the demo model's 32-px rendering settings, saved as an op3d snapshot."""
+    from op3d.checkpoints import save_network_pkl
+
+    demo_kwargs = op3d.load_network_pkl(generation.DEMO_NETWORK)["G_ema"].init_kwargs
+    torch.manual_seed(0)
+    G = TriPlaneGenerator(z_dim=8, c_dim=25, w_dim=512, img_resolution=32, img_channels=3, channel_base=256,
+                          channel_max=8, mapping_kwargs={"num_layers": 2}, sr_num_fp16_res=0, num_fp16_res=0,
+                          conv_clamp=None, plane_resolution=32, rendering_kwargs=demo_kwargs["rendering_kwargs"],
+                          sr_kwargs=demo_kwargs["sr_kwargs"]).eval()
+    G.neural_rendering_resolution = 16
+    save_network_pkl(path, {"G_ema": G, "training_set_kwargs": {"path": "tiny.zip"}})
+    return G
+
+
+def test_script_batch_on_a_triplane_model(tmp_path, isolated):
+    # Two targets (one camera file each, .npy and .json) optimised as one batch: a folder per target, one tuned
+    # snapshot, a metrics.json listing both. The snapshot is a tri-plane model the viewer loads.
+    G = tiny_triplanes(tmp_path / "tri.pkl")
+    cameras = [tmp_path / "a.npy", tmp_path / "b.json"]
+    for i, (seed, yaw) in enumerate([(0, 0.0), (1, 0.25)]):
+        target, _, c = render_target(G, seed, yaw_offset=yaw)
+        Image.fromarray(generation.to_uint8(target)[0]).save(tmp_path / f"t{i}.png")
+        if i == 0:
+            np.save(cameras[0], c.numpy())
+        else:
+            cameras[1].write_text(json.dumps(c[0].tolist()))
+    result = run(f"--network={tmp_path / 'tri.pkl'}", f"--target={tmp_path / 't0.png'}",
+                 f"--target={tmp_path / 't1.png'}", *[f"--camera={c}" for c in cameras],
+                 f"--outdir={tmp_path / 'out'}", "--loss=mse", "--latent-space=w+", "--num-steps=3", "--pti-steps=2",
+                 "--w-avg-samples=100", "--video-frames=2", "--shape-res=16", "--device=cpu")
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "out"
+    summary = json.loads((out / "metrics.json").read_text())
+    assert [pathlib.Path(t["target"]).name for t in summary["targets"]] == ["t0.png", "t1.png"]
+    ws = [np.load(out / name / "w_plus.npy") for name in ("t0", "t1")]
+    assert ws[0].shape == (1, G.backbone.mapping.num_ws, 512) and not np.array_equal(ws[0], ws[1])
+    for i, name in enumerate(("t0", "t1")):
+        assert {p.name for p in (out / name).iterdir()} >= {"target.png", "proj.png", "w_plus.npy", "camera.json",
+                                                              "multiview.png", "orbit.mp4", "metrics.json"}
+        label = np.load(out / name / "camera.npy")[0]
+        expected = np.load(cameras[0])[0] if i == 0 else np.array(json.loads(cameras[1].read_text()))
+        assert np.allclose(label, expected, atol=1e-6)
+    model = ViewerModel.load(str(out / "network-pti.pkl"), device="cpu")
+    assert model.kind == "triplanes" and generation.load_generator(str(out / "network-pti.pkl")).img_resolution == 32
+
+
 def test_script_refuses_bad_input_in_one_line(target_png, tmp_path, isolated):
+    # Every input error names the flag and file in one line and comes before any work: the cases name a network
+    # file that does not exist, so an error about the target, camera or detector proves they are checked first.
     path, _ = target_png
     gray, wide = tmp_path / "gray.png", tmp_path / "wide.png"
     Image.new("L", (32, 32)).save(gray)
     Image.new("RGB", (48, 32)).save(wide)
     np.save(tmp_path / "short.npy", np.zeros(24, np.float32))
     (tmp_path / "nan.json").write_text("[" + ", ".join(["NaN"] + ["1"] * 24) + "]")
+    (tmp_path / "rows.json").write_text(json.dumps([1.0] * 25))
+    (tmp_path / "dataset.json").write_text(json.dumps({"labels": [["other.png", [0] * 25]]}))
+    missing_network = f"--network={tmp_path / 'missing.pkl'}"
     cases = [
         ([f"--target={gray}", "--loss=mse"], "RGB image"),
         ([f"--target={wide}", "--loss=mse"], "expected a square image"),
+        ([f"--target={tmp_path / 'none.png'}", "--loss=mse"], "cannot read"),
         ([f"--target={path}", f"--camera={tmp_path / 'short.npy'}", "--loss=mse"], "expected 25 numbers"),
         ([f"--target={path}", f"--camera={tmp_path / 'nan.json'}", "--loss=mse"], "non-finite"),
+        ([f"--target={path}", f"--camera={tmp_path / 'rows.json'}", "--loss=mse"], "bottom row"),
+        ([f"--target={path}", f"--camera={tmp_path / 'dataset.json'}", "--loss=mse"], "no entry for the target"),
+        ([f"--target={path}", f"--camera={tmp_path / 'short.npy'}", f"--camera={tmp_path / 'nan.json'}",
+          "--loss=mse"], "one file per --target"),
         ([f"--target={path}", "--loss=lpips", f"--detector-dir={tmp_path / 'none'}"], "vgg16.pkl not found"),
+        ([f"--target={path}", "--loss=lpips+mse", f"--detector-dir={tmp_path / 'none'}"], "vgg16.pkl not found"),
         ([f"--target={path}", "--refine-camera", "--loss=mse"], "--refine-camera"),
     ]
-    for args, message in cases:
+    for args, message in cases + [([f"--target={path}", "--loss=mse"], "missing.pkl")]:
         outdir = tmp_path / "out"
-        result = run(*args, f"--outdir={outdir}", *FAST)
+        result = run(*args, missing_network, f"--outdir={outdir}", *FAST)
         assert result.exit_code != 0, args
         lines = [line for line in result.output.splitlines() if line.strip()]
         assert len(lines) == 1 and message in lines[0], (args, result.output)
         assert not outdir.exists()
+
+
+def test_script_refuses_a_pose_conditioned_model(target_png, tmp_path, fixture_file):
+    path, _ = target_png
+    result = run(f"--network={fixture_file('official/shhq_cond_k8/G.pkl')}", f"--target={path}", "--loss=mse",
+                 f"--outdir={tmp_path / 'out'}", *FAST)
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code != 0 and len(lines) == 1 and "pose-conditioned" in lines[0], result.output
+    assert not (tmp_path / "out").exists()

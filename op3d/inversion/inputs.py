@@ -22,27 +22,35 @@ class InputError(ValueError):
     """A target image or camera file that cannot be used (the message names the file and what was expected)."""
 
 
-def load_target(path: str | os.PathLike, resolution: int) -> tuple[torch.Tensor, str | None]:
-    """An RGB image file -> ([1, 3, R, R] float32 in [-1, 1], note). A square image of another size is resized
-    (Lanczos) to R x R and the note says so; a non-square or non-RGB image is refused (InputError)."""
+def read_target(path: str | os.PathLike):
+    """Open and check a target image file -> PIL image (RGB, square, any size). InputError naming the file for an
+    unreadable, non-RGB or non-square image. Needs no model, so the pipeline checks every target before loading one."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as image:
             image.load()
-            mode, size = image.mode, image.size
             pixels = image.copy()
     except (OSError, UnidentifiedImageError) as error:
         raise InputError(f"--target: cannot read {path} as an image ({type(error).__name__}: {error})") from None
-    if mode != "RGB":
-        raise InputError(f"--target: {path} is a {mode} image; expected an RGB image (convert it to RGB first)")
-    if size[0] != size[1]:
-        raise InputError(f"--target: {path} is {size[0]}x{size[1]}; expected a square image, ideally "
-                         f"{resolution}x{resolution} (the model's resolution), cropped like the training data")
+    if pixels.mode != "RGB":
+        raise InputError(f"--target: {path} is a {pixels.mode} image; expected an RGB image (convert it to RGB first)")
+    width, height = pixels.size
+    if width != height:
+        raise InputError(f"--target: {path} is {width}x{height}; expected a square image at the model's resolution "
+                         "(e.g. 512x512), cropped like its training data")
+    return pixels
+
+
+def target_tensor(pixels, path: str | os.PathLike, resolution: int) -> tuple[torch.Tensor, str | None]:
+    """A checked image (read_target) -> ([1, 3, R, R] float32 in [-1, 1], note). An image of another size is resized
+    (Lanczos) to R x R and the note says so."""
+    from PIL import Image
+
     note = None
-    if size[0] != resolution:
+    if pixels.size[0] != resolution:
+        note = f"{path}: resized from {pixels.size[0]}x{pixels.size[1]} to the model's {resolution}x{resolution}"
         pixels = pixels.resize((resolution, resolution), Image.LANCZOS)
-        note = f"{path}: resized from {size[0]}x{size[1]} to the model's {resolution}x{resolution}"
     array = np.asarray(pixels, dtype=np.float32)
     return torch.from_numpy(array).permute(2, 0, 1)[None] / 127.5 - 1, note
 

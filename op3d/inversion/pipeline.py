@@ -74,27 +74,34 @@ def _camera_labels(job: InversionJob) -> torch.Tensor | None:
 
 
 def load_network(network: str, device):
-    """(G_ema, training_set_kwargs) of a snapshot, or of 'random-tiny'."""
+    """(G_ema, training_set_kwargs) of a snapshot, or of 'random-tiny'. Pose-conditioned (SMPL) models are refused:
+    their renders need a body pose the projector has no way to find."""
     from op3d import generation
     from op3d.checkpoints import load_network_pkl
+    from op3d.networks.conditional import ConditionalOrthoPlanesGenerator
 
     if network == generation.RANDOM_TINY:
         return generation.random_tiny_generator().to(device), None
     generation.refuse_url(network, "--network")
     snapshot = load_network_pkl(network, device=device)
+    if isinstance(snapshot["G_ema"], ConditionalOrthoPlanesGenerator):
+        raise inputs.InputError(f"--network: {network} is a pose-conditioned (SMPL) model; the projector inverts "
+                                "unconditional OrthoPlanes and EG3D tri-plane models")
     return snapshot["G_ema"], snapshot.get("training_set_kwargs")
 
 
 def prepare(job: InversionJob) -> Prepared:
-    """Check and load everything the run needs, cheapest first, so that bad input fails before any work."""
+    """Check and load everything the run needs, cheapest first, so that bad input fails before any work: the
+    cameras, the target images, the detector, then the network."""
     if not job.targets:
         raise inputs.InputError("--target: give at least one image")
     labels = _camera_labels(job)
+    pictures = [inputs.read_target(path) for path in job.targets]
     lpips = load_lpips(job.detector_dir, job.device) if job.loss != "mse" else None
     G, training_set_kwargs = load_network(job.network, job.device)
     notes, images = [], []
-    for path in job.targets:
-        image, note = inputs.load_target(path, G.img_resolution)
+    for path, pixels in zip(job.targets, pictures):
+        image, note = inputs.target_tensor(pixels, path, G.img_resolution)
         images.append(image)
         if note:
             notes.append(note)
