@@ -117,7 +117,8 @@ def target_dirs(job: InversionJob) -> list[str]:
 
 
 @torch.no_grad()
-def _measure(G, ws, c, target, lpips, seed) -> list[dict]:
+def _measure(G, ws, c, target, lpips, seed) -> tuple[torch.Tensor, list[dict]]:
+    """The final renders [B, 3, R, R] of a stage and their metrics (outputs.stage_metrics) per image."""
     torch.manual_seed(seed)
     images = G.synthesis(ws, c, noise_mode="const")["image"]
     lp = lpips.distance(lpips.features(images), lpips.features(target)) if lpips is not None else None
@@ -151,6 +152,9 @@ def run(prepared: Prepared, log=print) -> dict:
     tuning = pivotal_tuning(G_work, projection.ws, c, target, pti_loss, job.pti, G_reference, seed=job.seed,
                             progress=job.progress)
     seconds["pti"] = time.perf_counter() - start
+    for stage, steps in (("projection", projection.seconds), ("pti", tuning.seconds)):
+        if len(steps):
+            seconds[f"{stage}_step_median"] = float(np.median(steps))
     G_work.eval().requires_grad_(False)
     pti_images, pti_metrics = _measure(G_work, projection.ws, c, target, lpips, job.seed)
 

@@ -18,6 +18,7 @@ G is changed in place when noise maps are optimised: pass a copy (pipeline does)
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import numpy as np
 import torch
@@ -58,11 +59,12 @@ class ProjectionSettings:
 @dataclasses.dataclass
 class Projection:
     """Stage 1 result: ws [B, num_ws, w_dim] (the found w, repeated over the layers in W), the camera, and per
-    step the loss [B] and PSNR [B] (dB, of the render the step's gradient came from)."""
+    step the loss [B], PSNR [B] (dB, of the render the step's gradient came from) and wall time (s)."""
     ws: torch.Tensor
     camera: object
     loss: np.ndarray
     psnr: np.ndarray
+    seconds: np.ndarray
 
 
 @torch.no_grad()
@@ -121,9 +123,10 @@ def project(G, target: torch.Tensor, camera, loss: ImageLoss, settings: Projecti
         camera.requires_grad_(False)
     optimizer = torch.optim.Adam(groups, betas=(0.9, 0.999), lr=0.0)
     loss.set_target(target)
-    losses, psnrs = [], []
+    losses, psnrs, seconds = [], [], []
     bar = tqdm(range(settings.num_steps), desc="projection", unit="step", disable=not progress)
     for step in bar:
+        start = time.perf_counter()
         t = schedules.progress(step, settings.num_steps)
         for group in optimizer.param_groups:
             if group["name"] == "latent":
@@ -148,11 +151,12 @@ def project(G, target: torch.Tensor, camera, loss: ImageLoss, settings: Projecti
         if maps:
             normalize_noise_(maps)
         losses.append(per_image.detach().cpu().numpy())
-        psnrs.append(psnr(images.detach(), target).cpu().numpy())
+        psnrs.append(psnr(images.detach(), target).cpu().numpy())  # .cpu() waits for the device: timing is exact
+        seconds.append(time.perf_counter() - start)
         bar.set_postfix(loss=f"{float(per_image.detach().mean()):.4g}", psnr=f"{float(psnrs[-1].mean()):.2f}")
     for buf in maps:
         buf.requires_grad_(False)
     camera.requires_grad_(False)
     final = w.detach()
     final = final.expand(-1, num_ws, -1).contiguous() if settings.latent_space == "w" else final
-    return Projection(final, camera, np.stack(losses), np.stack(psnrs))
+    return Projection(final, camera, np.stack(losses), np.stack(psnrs), np.array(seconds))

@@ -13,6 +13,7 @@ only read."""
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import numpy as np
 import torch
@@ -38,9 +39,10 @@ class PTISettings:
 
 @dataclasses.dataclass
 class Tuning:
-    """Stage 2 result: per step the loss [B] and PSNR [B] of the pivot's render."""
+    """Stage 2 result: per step the loss [B] and PSNR [B] of the pivot's render and the wall time (s)."""
     loss: np.ndarray
     psnr: np.ndarray
+    seconds: np.ndarray
 
 
 def locality_ws(G, ws_pivot: torch.Tensor, c: torch.Tensor, alpha: float, gen: torch.Generator) -> torch.Tensor:
@@ -76,9 +78,10 @@ def pivotal_tuning(G, ws: torch.Tensor, c: torch.Tensor, target: torch.Tensor, l
     loss.set_target(target)
     c, ws = c.detach(), ws.detach()
     mapping_c = c if mapping_c is None else mapping_c
-    losses, psnrs = [], []
+    losses, psnrs, seconds = [], [], []
     bar = tqdm(range(settings.num_steps), desc="pivotal tuning", unit="step", disable=not progress)
     for _ in bar:
+        start = time.perf_counter()
         images = G.synthesis(ws, c, noise_mode="const")["image"]
         per_image, _ = loss(images)
         total = per_image.sum()
@@ -89,8 +92,9 @@ def pivotal_tuning(G, ws: torch.Tensor, c: torch.Tensor, target: torch.Tensor, l
         total.backward()
         optimizer.step()
         losses.append(per_image.detach().cpu().numpy())
-        psnrs.append(psnr(images.detach(), target).cpu().numpy())
+        psnrs.append(psnr(images.detach(), target).cpu().numpy())  # .cpu() waits for the device: timing is exact
+        seconds.append(time.perf_counter() - start)
         bar.set_postfix(loss=f"{float(per_image.detach().mean()):.4g}", psnr=f"{float(psnrs[-1].mean()):.2f}")
     G.requires_grad_(False)
     empty = np.zeros((0, target.shape[0]), np.float32)
-    return Tuning(np.stack(losses) if losses else empty, np.stack(psnrs) if psnrs else empty)
+    return Tuning(np.stack(losses) if losses else empty, np.stack(psnrs) if psnrs else empty, np.array(seconds))
