@@ -1,8 +1,28 @@
-"""Camera rays for every pixel (spec 2.2): OpenCV camera convention, normalized intrinsics."""
+"""Camera rays for every pixel (spec 2.2): OpenCV camera convention (+z forward, +y down), normalized intrinsics."""
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
+
+
+def pixel_centres(resolution: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(u, v) of the centres of a resolution x resolution image in units of the image size, pixels in row-major
+    order: u = (column + 0.5) / R, v = (row + 0.5) / R. Each [R * R]."""
+    centres = (torch.arange(resolution, dtype=torch.float32, device=device) + 0.5) / resolution
+    return centres.repeat(resolution), centres.repeat_interleave(resolution)
+
+
+def camera_plane_points(u: torch.Tensor, v: torch.Tensor, intrinsics: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Invert the normalized pinhole projection at depth 1: image points (u, v) [M] -> camera-space (x, y) [B, M].
+
+    With K = [[fx, sk, cx], [0, fy, cy], [0, 0, 1]]: y = (v - cy) / fy and x = (u - cx - sk * y) / fx, the
+    skew term expanded as + cy sk / fy - sk v / fy."""
+    fx, sk, cx = (intrinsics[:, 0, k, None] for k in range(3))
+    fy, cy = intrinsics[:, 1, 1, None], intrinsics[:, 1, 2, None]
+    x = (u - cx + cy * sk / fy - sk * v / fy) / fx
+    y = (v - cy) / fy
+    return x, y
 
 
 def sample_rays(cam2world: torch.Tensor, intrinsics: torch.Tensor, resolution: int):
@@ -10,21 +30,10 @@ def sample_rays(cam2world: torch.Tensor, intrinsics: torch.Tensor, resolution: i
 
     cam2world: [B, 4, 4]; intrinsics: [B, 3, 3] normalized (focal and principal point in units of image size).
     Returns (origins [B, R*R, 3], unit directions [B, R*R, 3]) in world units."""
-    b = cam2world.shape[0]
-    m = resolution * resolution
-    origin = cam2world[:, :3, 3]
-    fx, fy = intrinsics[:, 0, 0], intrinsics[:, 1, 1]
-    cx, cy = intrinsics[:, 0, 2], intrinsics[:, 1, 2]
-    sk = intrinsics[:, 0, 1]
-    idx = torch.arange(resolution, dtype=torch.float32, device=cam2world.device)
-    rows, cols = torch.meshgrid(idx, idx, indexing="ij")
-    x_cam = ((cols.reshape(-1) + 0.5) / resolution).unsqueeze(0).expand(b, -1)
-    y_cam = ((rows.reshape(-1) + 0.5) / resolution).unsqueeze(0).expand(b, -1)
-    z_cam = torch.ones((b, m), device=cam2world.device)
-    x_lift = (x_cam - cx.unsqueeze(-1) + cy.unsqueeze(-1) * sk.unsqueeze(-1) / fy.unsqueeze(-1)
-              - sk.unsqueeze(-1) * y_cam / fy.unsqueeze(-1)) / fx.unsqueeze(-1) * z_cam
-    y_lift = (y_cam - cy.unsqueeze(-1)) / fy.unsqueeze(-1) * z_cam
-    points_cam = torch.stack((x_lift, y_lift, z_cam, torch.ones_like(z_cam)), dim=-1)
-    points_world = torch.bmm(cam2world, points_cam.permute(0, 2, 1)).permute(0, 2, 1)[:, :, :3]
-    directions = torch.nn.functional.normalize(points_world - origin[:, None, :], dim=2)
-    return origin.unsqueeze(1).repeat(1, m, 1), directions
+    u, v = pixel_centres(resolution, cam2world.device)
+    x, y = camera_plane_points(u, v, intrinsics)
+    ones = torch.ones_like(x)
+    homogeneous = torch.stack([x, y, ones, ones], dim=-1)  # [B, M, 4]: the points at depth 1
+    points = torch.bmm(cam2world, homogeneous.transpose(1, 2)).transpose(1, 2)[..., :3]  # [B, M, 3] in the world
+    eye = cam2world[:, None, :3, 3]  # [B, 1, 3] camera centre
+    return eye.expand_as(points).contiguous(), F.normalize(points - eye, dim=2)
