@@ -77,36 +77,49 @@ def stratified_depths(n_batch: int, n_rays: int, ray_start, ray_end, n_samples: 
     return depths + jitter * delta
 
 
+def smoothed_weights(weights: torch.Tensor) -> torch.Tensor:
+    """Coarse interval weights [R, S - 1] -> [R, S - 1]: the larger of each pair of neighbours (a max over
+    windows of 2 with one zero of padding at each end, S windows), the mean of consecutive window maxima (back to
+    S - 1), + 0.01 so that no interval is left out. Computed in float32."""
+    padded_max = F.max_pool1d(weights.unsqueeze(1).float(), 2, 1, padding=1)
+    return F.avg_pool1d(padded_max, 2, 1).squeeze(1) + 0.01
+
+
 @torch.no_grad()
 def importance_depths(depths: torch.Tensor, weights: torch.Tensor, n_importance: int,
                       u: torch.Tensor | None = None) -> torch.Tensor:
-    """Fine depths [B, M, N, 1] drawn from the coarse weights [B, M, S - 1, 1] (smoothed by a max then an average
-    pool, + 0.01) by inverse-CDF sampling over the coarse interval midpoints. u: [B * M, N] in [0, 1)."""
+    """Fine depths [B, M, N, 1] drawn from the coarse weights [B, M, S - 1, 1] (see smoothed_weights) by
+    inverse-CDF sampling over the coarse interval midpoints. u: [B * M, N] in [0, 1).
+
+    The S - 1 midpoints bound S - 2 bins; bin k (between midpoints k and k + 1) gets the smoothed weight of
+    interval k + 1, so the first and last intervals' weights are left out."""
     b, m, s, _ = depths.shape
-    depths = depths.reshape(b * m, s)
-    weights = weights.reshape(b * m, -1)
-    weights = F.max_pool1d(weights.unsqueeze(1).float(), 2, 1, padding=1)
-    weights = F.avg_pool1d(weights, 2, 1).squeeze(1) + 0.01
-    mids = 0.5 * (depths[:, :-1] + depths[:, 1:])
-    return sample_pdf(mids, weights[:, 1:-1], n_importance, u).reshape(b, m, n_importance, 1)
+    per_ray = depths.reshape(b * m, s)
+    midpoints = 0.5 * (per_ray[:, :-1] + per_ray[:, 1:])
+    bin_weights = smoothed_weights(weights.reshape(b * m, -1))[:, 1:-1]
+    return sample_pdf(midpoints, bin_weights, n_importance, u).reshape(b, m, n_importance, 1)
 
 
 def sample_pdf(bins: torch.Tensor, weights: torch.Tensor, n_samples: int, u: torch.Tensor | None = None,
                eps: float = 1e-5) -> torch.Tensor:
-    """Inverse-CDF sampling of a piecewise-linear CDF. bins [R, S + 1] edges, weights [R, S] -> samples [R, N]."""
+    """Inverse transform sampling of a piecewise-constant density: bin k = [bins[k], bins[k + 1]] holds
+    probability proportional to weights[k] + eps, spread uniformly over the bin, so the CDF is piecewise linear
+    with knots (bins[k], cdf[k]), cdf[k] = the probability of bins 0..k-1. bins [R, S + 1] edges,
+    weights [R, S] -> samples [R, N].
+
+    u [R, N] in [0, 1) (drawn with torch.rand when None) is mapped through the inverse CDF: find the knots
+    k, k + 1 around u (searchsorted right; clamped to the ends) and interpolate linearly between bins[k] and
+    bins[k + 1]. Bins whose probability is below eps are treated as having probability 1 (their samples land
+    close to the bin's lower edge instead of dividing by ~0)."""
     n_rays, n_bins = weights.shape
-    weights = weights + eps
-    pdf = weights / torch.sum(weights, -1, keepdim=True)
-    cdf = torch.cumsum(pdf, -1)
-    cdf = torch.cat([torch.zeros_like(cdf[:, :1]), cdf], -1)
-    u = torch.rand(n_rays, n_samples, device=bins.device) if u is None else u
-    u = u.contiguous()
-    inds = torch.searchsorted(cdf, u, right=True)
-    below = torch.clamp_min(inds - 1, 0)
-    above = torch.clamp_max(inds, n_bins)
-    inds_sampled = torch.stack([below, above], -1).view(n_rays, 2 * n_samples)
-    cdf_g = torch.gather(cdf, 1, inds_sampled).view(n_rays, n_samples, 2)
-    bins_g = torch.gather(bins, 1, inds_sampled).view(n_rays, n_samples, 2)
-    denom = cdf_g[..., 1] - cdf_g[..., 0]
-    denom = torch.where(denom < eps, torch.ones_like(denom), denom)
-    return bins_g[..., 0] + (u - cdf_g[..., 0]) / denom * (bins_g[..., 1] - bins_g[..., 0])
+    probability = weights + eps
+    probability = probability / torch.sum(probability, -1, keepdim=True)
+    cdf = F.pad(torch.cumsum(probability, -1), (1, 0))  # [R, S + 1], starting at 0
+    u = (torch.rand(n_rays, n_samples, device=bins.device) if u is None else u).contiguous()
+    above = torch.searchsorted(cdf, u, right=True)  # first knot with cdf > u (n_bins + 1 when none)
+    knot_lo, knot_hi = torch.clamp_min(above - 1, 0), torch.clamp_max(above, n_bins)
+    cdf_lo, cdf_hi = torch.gather(cdf, 1, knot_lo), torch.gather(cdf, 1, knot_hi)
+    edge_lo, edge_hi = torch.gather(bins, 1, knot_lo), torch.gather(bins, 1, knot_hi)
+    mass = cdf_hi - cdf_lo
+    mass = torch.where(mass < eps, torch.ones_like(mass), mass)
+    return edge_lo + (u - cdf_lo) / mass * (edge_hi - edge_lo)
