@@ -11,7 +11,7 @@ import torch
 
 from op3d.rendering.depth_sampling import auto_ray_limits, importance_depths, stratified_depths
 from op3d.fast_paths import FAST
-from op3d.rendering.ray_marcher import interval_weights, march_rays, march_sample_sets
+from op3d.rendering.ray_marcher import depth_order, interval_weights, march_rays, march_sample_sets, take_samples
 from op3d.rendering.settings import RenderingSettings
 
 
@@ -39,15 +39,12 @@ def evaluate_field(field, origins: torch.Tensor, directions: torch.Tensor, depth
 
 
 def merge_samples(depths1, colors1, densities1, depths2, colors2, densities2):
-    """Concatenate two sample sets along the sample axis and sort them by depth."""
+    """The union of two sample sets along the sample axis, sorted by depth: (depths [B, M, S1 + S2, 1],
+    colors [B, M, S1 + S2, C], densities [B, M, S1 + S2, 1])."""
     depths = torch.cat([depths1, depths2], dim=-2)
-    colors = torch.cat([colors1, colors2], dim=-2)
-    densities = torch.cat([densities1, densities2], dim=-2)
-    _, order = torch.sort(depths, dim=-2)
-    depths = torch.gather(depths, -2, order)
-    colors = torch.gather(colors, -2, order.expand(-1, -1, -1, colors.shape[-1]))
-    densities = torch.gather(densities, -2, order.expand(-1, -1, -1, 1))
-    return depths, colors, densities
+    order = depth_order(depths)
+    return tuple(take_samples(x, order) for x in (depths, torch.cat([colors1, colors2], dim=-2),
+                                                  torch.cat([densities1, densities2], dim=-2)))
 
 
 def render_rays(field, origins: torch.Tensor, directions: torch.Tensor, settings: RenderingSettings,
