@@ -103,8 +103,10 @@ def vertex_colors(field, vertices: np.ndarray, faces: np.ndarray, box_warp: floa
 
 @torch.no_grad()
 def generator_vertex_colors(G, ws: torch.Tensor, vertices: np.ndarray, faces: np.ndarray,
-                            noise_mode: str = "const") -> np.ndarray:
-    """Per-vertex colours uint8 [V, 3] of an unconditional generator's mesh (op3d.shapes.density_mesh of the same
-    ws [1, num_ws, w_dim]): the planes are computed once, then vertex_colors on their field."""
+                            noise_mode: str = "const", conditions: dict | None = None) -> np.ndarray:
+    """Per-vertex colours uint8 [V, 3] of a generator's mesh made from the same ws [1, num_ws, w_dim]
+    (op3d.shapes.density_mesh; with the batch-1 pose conditions of an SMPL-conditional generator,
+    op3d.generation_cond.conditional_mesh): the planes are computed once, then vertex_colors on their field."""
     planes = G.compute_planes(ws, noise_mode=noise_mode)
-    return vertex_colors(plane_field(G, planes), vertices, faces, G.settings.box_warp, device=ws.device)
+    field = plane_field(G, planes, conditions, ws if conditions is not None else None)
+    return vertex_colors(field, vertices, faces, G.settings.box_warp, device=ws.device)

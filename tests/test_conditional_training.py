@@ -278,6 +278,18 @@ def test_pare_to_training_to_generation(body_file, tmp_path):
     inner = volume[pad_xy:-pad_xy, pad_xy:-pad_xy, pad_z:-pad_z]
     assert inner.size and (inner >= 0).all()  # Laplace density
 
+    # a coloured mesh (the pose-warped colour field) at a level this untrained body's density crosses
+    level = float(np.quantile(inner, 0.5))
+    result = invoke(gen_conditional, f"--network={snapshot_pkl}", "--seeds=0", "--pose_id=1", "--views=0",
+                    f"--pose-dir={tmp_path / 'poses'}", "--shapes=true", "--shape-res=12", "--depth-samples=4",
+                    "--shape-format=.ply", "--mesh-colors=true", f"--level={level}", "--device=cpu",
+                    f"--outdir={out}")
+    assert result.exit_code == 0, result.output
+    import trimesh
+
+    mesh = trimesh.load(out / "seed0000_pose1_Geometry.ply", process=False)
+    assert len(mesh.vertices) > 10 and mesh.visual.vertex_colors.shape == (len(mesh.vertices), 4)
+
     # the released naming: --pose_id p reads {p+1:06d}.pickle
     released = tmp_path / "processed_SHHQ_pose_cond"
     released.mkdir()

@@ -37,8 +37,8 @@ DEFAULT_VIEWS = "2,1.6,1,0.8,0.4,0,-0.4,-0.8,-1,-1.6,-2"
 
 
 def run(network, seeds, truncation_psi, truncation_cutoff, class_idx, outdir, shapes, shape_res, shape_format,
-        fov_deg, reload_modules, device, batch, noise_mode, views, depth_samples, max_batch, level, extra_images,
-        pose_id, pose_dir, smpl_model):
+        fov_deg, reload_modules, device, batch, noise_mode, views, depth_samples, max_batch, level, mesh_colors,
+        extra_images, pose_id, pose_dir, smpl_model):
     import os
     import pickle
 
@@ -61,6 +61,8 @@ def run(network, seeds, truncation_psi, truncation_cutoff, class_idx, outdir, sh
     if shape_format not in _unconditional.SHAPE_FORMATS:
         raise click.ClickException(f"--shape-format: expected one of {', '.join(_unconditional.SHAPE_FORMATS)}, "
                                    f"got {shape_format!r}")
+    if mesh_colors and shape_format == ".mrc":
+        raise click.ClickException("--mesh-colors: needs --shape-format=.ply or .obj (an .mrc volume has no vertices)")
     for name, value, low in (("--shape-res", shape_res, 2), ("--batch", batch, 1),
                              ("--depth-samples", depth_samples, 2), ("--max-batch", max_batch, 1)):
         if value < low:
@@ -110,7 +112,12 @@ def run(network, seeds, truncation_psi, truncation_cutoff, class_idx, outdir, sh
             except ValueError as err:
                 click.echo(f"seed {seed}: no mesh written: {err}", err=True)
                 continue
-            write_mesh(target, vertices, faces)
+            colors = None
+            if mesh_colors:
+                from op3d.mesh_colors import generator_vertex_colors
+
+                colors = generator_vertex_colors(G, ws, vertices, faces, noise_mode, conditions=pose)
+            write_mesh(target, vertices, faces, colors)
 
 
 OWN_OPTIONS = [
