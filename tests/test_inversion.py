@@ -3,8 +3,8 @@ published formulas, the camera parametrisation against op3d.cameras' convention,
 demo model (PSNR, distance to the true w, the recovered camera), the LPIPS path with the stand-in VGG16, and the
 script end to end (every output, determinism, one-line errors for bad input).
 
-Thresholds were set from measured runs (in comments) with margin; a projection whose gradient does not reach w,
-or a camera that is not optimised, fails them."""
+Thresholds were set from measured runs (in comments) with margin. A w that is not updated, a PTI that does not
+update the weights, and a camera that is not optimised each fail them (checked by breaking the code)."""
 
 import copy
 import importlib.util
@@ -324,8 +324,8 @@ def tiny_triplanes(path):
 
 
 def test_script_batch_on_a_triplane_model(tmp_path, isolated):
-    # Two targets (one camera file each, .npy and .json) optimised as one batch: a folder per target, one tuned
-    # snapshot, a metrics.json listing both. The snapshot is a tri-plane model the viewer loads.
+    # Two targets (one camera file each, .npy and .json, refined) optimised as one batch: a folder per target, one
+    # tuned snapshot, a metrics.json listing both. The snapshot is a tri-plane model the viewer loads.
     G = tiny_triplanes(tmp_path / "tri.pkl")
     cameras, labels = [tmp_path / "a.npy", tmp_path / "b.json"], []
     for i, (seed, yaw) in enumerate([(0, 0.0), (1, 0.25)]):
@@ -337,7 +337,7 @@ def test_script_batch_on_a_triplane_model(tmp_path, isolated):
     result = run(f"--network={tmp_path / 'tri.pkl'}", f"--target={tmp_path / 't0.png'}",
                  f"--target={tmp_path / 't1.png'}", *[f"--camera={c}" for c in cameras],
                  f"--outdir={tmp_path / 'out'}", "--loss=mse", "--latent-space=w+", "--num-steps=3", "--pti-steps=2",
-                 "--w-avg-samples=100", "--video-frames=2", "--shape-res=16", "--device=cpu")
+                 "--w-avg-samples=100", "--video-frames=2", "--shape-res=16", "--device=cpu", "--refine-camera")
     assert result.exit_code == 0, result.output
     out = tmp_path / "out"
     summary = json.loads((out / "metrics.json").read_text())
@@ -347,7 +347,9 @@ def test_script_batch_on_a_triplane_model(tmp_path, isolated):
     for i, name in enumerate(("t0", "t1")):
         assert {p.name for p in (out / name).iterdir()} >= {"target.png", "proj.png", "w_plus.npy", "camera.json",
                                                               "multiview.png", "orbit.mp4", "metrics.json"}
-        assert np.allclose(np.load(out / name / "camera.npy")[0], labels[i], atol=1e-6)
+        found = np.load(out / name / "camera.npy")[0]  # moved from its own label (one camera step), not far
+        assert 1e-4 < np.abs(found - labels[i]).max() < np.abs(found - labels[1 - i]).max()
+        assert json.loads((out / name / "camera.json").read_text())["optimized"]
     model = ViewerModel.load(str(out / "network-pti.pkl"), device="cpu")
     assert model.kind == "triplanes" and generation.load_generator(str(out / "network-pti.pkl")).img_resolution == 32
 
