@@ -6,7 +6,8 @@ superresolution, and transfer to the page (JPEG encoding and sending the frame t
 Starts the real viewer (op3d.viewer.app.ViewerApp) on a free local port, connects headless Chromium to it
 (Debian's chromium at /usr/bin/chromium, or $OP3D_CHROMIUM), stops the tab's own render worker, then moves the
 tab's camera along an orbit (0.6 rad of yaw, as a mouse drag does) and renders each step as the worker would: at the
-"Res while moving" resolution (preview) and at the full neural rendering resolution (refined). The backbone runs
+"Res while moving" resolution (preview; with "Raw image while moving" on, the raw image resized instead of the
+superresolution) and at the full neural rendering resolution (refined). The backbone runs
 once per latent (the plane cache), before the timed frames. Prints a markdown table; fps = 1 / mean seconds per frame.
 'demo' is the bundled model; other names are fixture sets under ../shared/fixtures (or $OP3D_FIXTURES).
 """
@@ -73,13 +74,16 @@ def bench_model(name: str, frames: int, device: str) -> list[dict]:
             session.close()  # the bench renders instead of the tab's worker
             session.worker.join()
             ctl = session.controls
-            for preview in (True, False):
+            modes = (("preview, raw image", True, True), ("preview, superresolution", True, False),
+                     ("refined", False, False))
+            for mode, preview, raw in modes:
+                ctl.raw_while_moving.value = raw
                 resolution = int((ctl.preview_resolution if preview else ctl.resolution).value)
                 orbit_frames(session, 2, preview)  # warm-up (and the backbone of this latent)
                 timings = orbit_frames(session, frames, preview)
                 means = {stage: statistics.mean(t[stage] for t in timings) for stage in STAGES}
                 total = sum(means.values())
-                rows.append(dict(model=name, mode="preview (moving)" if preview else "refined", resolution=resolution,
+                rows.append(dict(model=name, mode=mode, resolution=resolution,
                                  image=session.last_frame.image.shape[0], fps=1 / total, total=total, **means))
             browser.close()
     finally:

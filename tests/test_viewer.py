@@ -116,6 +116,23 @@ def test_cached_plane_render_is_bitwise_the_full_forward(demo):
     assert G.neural_rendering_resolution == demo.neural_rendering_resolution and G._last_planes is None
 
 
+def test_preview_without_superresolution_is_the_resized_raw_image(demo):
+    """superresolution=False ('Raw image while moving'): the image is the raw image resized to the final size, the
+    superresolution module does not run, and it is back in place afterwards."""
+    service = RenderService(demo)
+    G, key = demo.G, Latent(seed=2)
+    label = generation.camera_label(G, 1.4, 1.6)
+    module = G.superresolution
+    frame = service.render(key, label, 16, "image", superresolution=False)
+    assert frame.error is None and frame.timings["superresolution"] == 0 and G.superresolution is module
+    sample, _ = service.sample(key)
+    raw = service.synthesize(sample, label, 16, "const")["image_raw"]
+    resized = torch.nn.functional.interpolate(raw, size=(32, 32), mode="bilinear", align_corners=False)
+    np.testing.assert_array_equal(frame.image, generation.to_uint8(resized)[0])
+    full = service.render(key, label, 16, "image")
+    assert full.timings["superresolution"] > 0 and not np.array_equal(full.image, frame.image)
+
+
 def test_plane_cache_is_lru():
     cache = PlaneCache(2)
     computed = []

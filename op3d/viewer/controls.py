@@ -34,6 +34,9 @@ class Controls:
             self.output = gui.add_dropdown("Show", OUTPUTS, initial_value="image")
             self.resolution = gui.add_number("Neural rendering res", nrr, min=8, max=1024, step=8)
             self.preview_resolution = gui.add_number("Res while moving", max(8, nrr // 2), min=8, max=1024, step=8)
+            self.raw_while_moving = gui.add_checkbox("Raw image while moving", model.G.img_resolution > 128,
+                                                     hint="skip the superresolution while the camera moves (the "
+                                                     "raw image, resized): much faster for large models")
             self.fov = gui.add_slider("FOV (deg)", 5.0, 60.0, 0.1, model.training_fov_deg,
                                       hint="official --fov-deg convention")
             self.snap = gui.add_button("Snap to training camera range")
@@ -51,7 +54,7 @@ class Controls:
 
     def _connect(self, session) -> None:
         for handle in (self.seed, self.psi, self.cutoff, self.noise, self.mix_seed, self.mix_cutoff, self.pose_id,
-                       self.output, self.resolution, self.preview_resolution):
+                       self.output, self.resolution, self.preview_resolution, self.raw_while_moving):
             handle.on_update(lambda _: session.changed())
         self.fov.on_update(lambda _: session.set_fov())
         self.random.on_click(lambda _: session.random_seed())

@@ -121,6 +121,19 @@ class StageTimer:
         self.seconds += self.now() - self._start
 
 
+class RawUpsample(torch.nn.Module):
+    """Stands in for a generator's superresolution module in preview frames: the raw (neural-rendered) RGB image
+    resized bilinearly to the final image size. Takes the superresolution module's arguments."""
+
+    def __init__(self, size: int):
+        super().__init__()
+        self.size = size
+
+    def forward(self, rgb: torch.Tensor, features: torch.Tensor, ws: torch.Tensor, **kwargs) -> torch.Tensor:
+        return torch.nn.functional.interpolate(rgb, size=(self.size, self.size), mode="bilinear", align_corners=False,
+                                               antialias=rgb.shape[-1] > self.size)
+
+
 class RenderService:
     """Renders views of one ViewerModel for any number of clients, one at a time (see the module docstring)."""
 
@@ -153,10 +166,19 @@ class RenderService:
         return sample, (time.perf_counter() - start if self.cache.misses > misses else 0.0)
 
     # --- views --------------------------------------------------------------------------------------------------
-    def synthesize(self, sample: Sample, label: torch.Tensor, resolution: int, noise_mode: str) -> dict:
+    def synthesize(self, sample: Sample, label: torch.Tensor, resolution: int, noise_mode: str,
+                   superresolution: bool = True) -> dict:
         """G.synthesis of a cached sample from label [1, 25] at a neural rendering resolution, reusing its planes.
-        The renderer's random draws are seeded (0) so that a view is the same every time. Call under lock."""
+        The renderer's random draws are seeded (0) so that a view is the same every time. superresolution=False:
+        'image' is the raw image resized to the final size (RawUpsample), for fast previews. Call under lock."""
         G = self.G
+        if not superresolution:
+            module = G.superresolution
+            G.superresolution = RawUpsample(G.img_resolution)
+            try:
+                return self.synthesize(sample, label, resolution, noise_mode)
+            finally:
+                G.superresolution = module
         pose = () if sample.conditions is None else (sample.conditions,)
         settings = G.rendering_kwargs
         saved = dict(ray_start=settings["ray_start"], ray_end=settings["ray_end"])
@@ -173,8 +195,10 @@ class RenderService:
             G.neural_rendering_resolution = saved_resolution
             settings.update(saved)
 
-    def render(self, key: Latent, label: torch.Tensor, resolution: int, outputs: str = "image") -> Frame:
-        """Render a view; never raises for a failing render (the Frame carries the error)."""
+    def render(self, key: Latent, label: torch.Tensor, resolution: int, outputs: str = "image",
+               superresolution: bool = True) -> Frame:
+        """Render a view; never raises for a failing render (the Frame carries the error). superresolution=False
+        shows the raw image resized to the final size instead of the superresolution module's output."""
         if outputs not in OUTPUTS:
             return Frame(None, label, {}, f"output must be one of {OUTPUTS}, got {outputs!r}")
         with self.lock:
@@ -182,7 +206,7 @@ class RenderService:
                 sample, backbone = self.sample(key)
                 self.sr_timer.seconds = 0.0
                 start = self.sr_timer.now()
-                out = self.synthesize(sample, label, resolution, key.noise_mode)
+                out = self.synthesize(sample, label, resolution, key.noise_mode, superresolution)
                 total = self.sr_timer.now() - start
                 timings = {"backbone": backbone, "renderer": total - self.sr_timer.seconds,
                            "superresolution": self.sr_timer.seconds}

@@ -133,7 +133,8 @@ class Session:
             self.refined = True
             return
         resolution = ctl.preview_resolution.value if preview else ctl.resolution.value
-        frame = self.service.render(key, self.label(), int(resolution), ctl.output.value)
+        superresolution = not (preview and ctl.raw_while_moving.value)
+        frame = self.service.render(key, self.label(), int(resolution), ctl.output.value, superresolution)
         if frame.error is not None:
             self.refined = True
             self.report(f"render failed: {frame.error}")
