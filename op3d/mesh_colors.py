@@ -4,7 +4,7 @@ The raw image of a generator is the volume-rendered composite of the decoder's f
 on the [-1, 1] scale, shown as x * 127.5 + 128. A vertex gets the colour a camera looking straight at it would see:
 a short ray starts `offset` outside the surface along the outward normal, runs through the vertex to `offset`
 inside, and the field's RGB and density along it are composited with the renderer's own quadrature
-(op3d.rendering.ray_marcher.march_rays), normalised by the ray's total weight (the short ray need not become opaque
+(op3d.rendering.ray_marcher.interval_weights), normalised by the ray's total weight (the short ray need not become opaque
 the way a full camera ray does). Sampling outside-in matters: the first 'visible' material along the normal is what
 a camera sees, and a lookup at the vertex alone mixes in the colour behind the surface.
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from op3d.rendering.ray_marcher import march_rays
+from op3d.rendering.ray_marcher import interval_means, interval_weights
 
 DEFAULT_OFFSET = 0.1
 """Half length of each vertex's ray, as a fraction of the box side (box_warp). It must cover the soft shell in
@@ -82,10 +82,9 @@ def surface_colors(field, points: np.ndarray, normals: np.ndarray, offset: float
         colors = rgb[..., :3].reshape(1, m, samples, 3).float()
         densities = sigma.reshape(1, m, samples, 1).float()
         depths = t.view(1, 1, samples, 1).expand(1, m, samples, 1)
-        _, _, weights = march_rays(colors, densities, depths)
+        weights, _ = interval_weights(densities, depths)
         total = weights.sum(2)  # [1, M, 1]
-        colors_mid = (colors[:, :, :-1] + colors[:, :, 1:]) / 2
-        composite = (weights * colors_mid).sum(2) / total.clamp_min(1e-8)
+        composite = (weights * interval_means(colors)).sum(2) / total.clamp_min(1e-8)
         fallback = colors[:, :, samples // 2]
         composite = torch.where(total > 1e-6, composite, fallback)
         out[start:start + m] = (composite[0] * 255 + 0.5).clamp(0, 255).to(torch.uint8).cpu().numpy()
