@@ -4,8 +4,8 @@ The raw image of a generator is the volume-rendered composite of the decoder's f
 on the [-1, 1] scale, shown as x * 127.5 + 128. A vertex gets the colour a camera looking straight at it would see:
 a short ray starts `offset` outside the surface along the outward normal, runs through the vertex to `offset`
 inside, and the field's RGB and density along it are composited with the renderer's own quadrature
-(op3d.rendering.ray_marcher.interval_weights), normalised by the ray's total weight (the short ray need not become opaque
-the way a full camera ray does). Sampling outside-in matters: the first 'visible' material along the normal is what
+(op3d.rendering.ray_marcher.interval_weights), normalised by the ray's total weight (the short ray need not become
+opaque the way a full camera ray does). Sampling outside-in matters: the first 'visible' material along the normal is what
 a camera sees, and a lookup at the vertex alone mixes in the colour behind the surface.
 
     sigma = op3d.shapes.extract_density(G, ws, 128)
