@@ -26,6 +26,7 @@ import os
 import pathlib
 import platform
 import statistics
+import sys
 import time
 
 import torch
@@ -38,10 +39,8 @@ from op3d.inversion.projector import ProjectionSettings, project
 from op3d.inversion.pti import PTISettings, pivotal_tuning
 from op3d.metrics.detectors import DetectorError
 
-
-def fixtures_root() -> pathlib.Path:
-    default = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
-    return pathlib.Path(os.environ.get("OP3D_FIXTURES") or default)
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from generator import fixtures_root  # noqa: E402
 
 
 def load_set(name: str, device) -> torch.nn.Module:

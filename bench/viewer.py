@@ -19,19 +19,18 @@ import math
 import os
 import pathlib
 import statistics
+import sys
 import time
 
 import torch
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from generator import fixtures_root  # noqa: E402
 
 CHROMIUM = os.environ.get("OP3D_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
 STAGES = ("renderer", "superresolution", "transfer")
-
-
-def fixtures_root() -> pathlib.Path:
-    default = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
-    return pathlib.Path(os.environ.get("OP3D_FIXTURES") or default)
 
 
 def orbit_frames(session, frames: int, preview: bool) -> list[dict]:
