@@ -123,6 +123,26 @@ def test_resume_reaches_the_uninterrupted_weights(tiny_data, tmp_path):
     assert max_difference(final_weights(run_dirs(straight)[0]), final_weights(resumed)) <= 1e-6
 
 
+def test_resume_takes_this_runs_learning_rates(tiny_data, tmp_path):
+    """torch's load_state_dict would bring back the saved lr; a resume with a new --dlr must train with the new one
+    (and say so), keeping the saved Adam moments."""
+    assert train(*TINY, f"--outdir={tmp_path}", f"--data={tiny_data}", "--kimg=0.004").exit_code == 0
+    (first,) = run_dirs(tmp_path)
+    saved = torch.load(first / "training-state-000000.pt", weights_only=False)["optimizers"]["D"]
+    result = train(*TINY, f"--outdir={tmp_path}", f"--data={tiny_data}", "--kimg=0.008", "--dlr=0.001",
+                   f"--resume={first}")
+    assert result.exit_code == 0, result.output
+    resumed = run_dirs(tmp_path)[-1]
+    ratio = 16 / 17  # lazy regularisation scales the lr by interval / (interval + 1)
+    assert f"D optimizer lr {0.002 * ratio:.6g} -> {0.001 * ratio:.6g}" in (resumed / "log.txt").read_text()
+    assert "G optimizer" not in (resumed / "log.txt").read_text()  # --glr unchanged: nothing to say
+    state = torch.load(sorted(resumed.glob("training-state-*.pt"))[-1], weights_only=False)["optimizers"]["D"]
+    assert state["param_groups"][0]["lr"] == pytest.approx(0.001 * ratio)
+    assert saved["param_groups"][0]["lr"] == pytest.approx(0.002 * ratio)
+    # the moments went on from the saved ones: more Adam steps than the resumed run alone took
+    assert float(state["state"][0]["step"]) > float(saved["state"][0]["step"]) > 0
+
+
 def test_two_gloo_processes_equal_one(tiny_data, tmp_path):
     common = [*[a for a in TINY if not a.startswith("--gpus")], "--mbstd-group=2", f"--data={tiny_data}",
               "--kimg=0.008"]

@@ -30,7 +30,8 @@ from op3d.distributed import rank_and_world
 from op3d.training.build import build_augmentation, build_loss, build_networks, open_dataset
 from op3d.training.chunks import chunk_loader, chunk_to_device, derived_seed, generator_inputs
 from op3d.training.grids import SnapshotGrid
-from op3d.training.optimization import Phase, broadcast_module, ema_beta, make_phases, reduce_gradients, update_ema
+from op3d.training.optimization import (Phase, broadcast_module, ema_beta, load_optimizer_state, make_phases,
+                                       reduce_gradients, update_ema)
 from op3d.training.options import OptionsError
 from op3d.training.progress import NONFINITE_STAT, RunLog, Stats
 from op3d.training.snapshots import SNAPSHOT_PATTERN, LoopState, copy_weights, save_training_state
@@ -145,8 +146,13 @@ def _resume(run: _Run, resume: dict) -> LoopState:
     saved = resume.get("state")
     if saved is not None:
         state = LoopState(**saved["loop"])
+        loaded = set()
         for phase in run.phases:
-            phase.optimizer.load_state_dict(saved["optimizers"][phase.name[0]])
+            if id(phase.optimizer) in loaded:  # Gmain and Greg share one optimizer
+                continue
+            loaded.add(id(phase.optimizer))
+            for change in load_optimizer_state(phase.optimizer, saved["optimizers"][phase.name[0]]):
+                run.log.line(f"Resume: {phase.name[0]} optimizer {change} (this run's options; moments kept)")
         if run.ada is not None and saved.get("ada") is not None:
             run.ada.load_state_dict(saved["ada"])
     source = snapshot["G"] if snapshot.get("G") is not None else snapshot["G_ema"]

@@ -38,6 +38,36 @@ def make_phases(G, D, spec: dict) -> list[Phase]:
     return phases
 
 
+HYPER_PARAMETERS = ("lr", "betas", "eps")
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict) -> list[str]:
+    """Load a saved optimizer state but keep this run's hyper-parameters (lr, betas, eps): torch's load_state_dict
+    would bring back the saved run's, silently overriding a changed --glr / --dlr. The Adam moments and step counts
+    are kept. Returns one line per hyper-parameter that differs from the saved one."""
+    current = [{key: group[key] for key in HYPER_PARAMETERS} for group in optimizer.param_groups]
+    optimizer.load_state_dict(saved)
+    changes = []
+    for group, wanted in zip(optimizer.param_groups, current):
+        for key, value in wanted.items():
+            if _differs(group[key], value):
+                changes.append(f"{key} {_show(group[key])} -> {_show(value)}")
+            group[key] = value
+    return changes
+
+
+def _differs(a, b) -> bool:
+    if isinstance(a, (tuple, list)):
+        return len(a) != len(b) or any(_differs(x, y) for x, y in zip(a, b))
+    return abs(float(a) - float(b)) > 1e-12 * max(1.0, abs(float(b)))
+
+
+def _show(value) -> str:
+    if isinstance(value, (tuple, list)):
+        return "(" + ", ".join(f"{float(v):.6g}" for v in value) + ")"
+    return f"{float(value):.6g}"
+
+
 def reduce_gradients(module: torch.nn.Module) -> torch.Tensor | int:
     """Average the gradients of module's parameters over processes (one flat all-reduce), then replace NaN by 0
     and +-inf by +-1e5 as the official loop does. Returns how many gradient entries were not finite, as a 0-d
