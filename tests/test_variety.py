@@ -87,3 +87,34 @@ def test_generator_statistics_on_a_random_generator():
     assert all(len(v) == 3 for v in stats.values())
     again = variety.generator_statistics(G, c, seed=0, batch=3)
     np.testing.assert_allclose(again["size"], stats["size"])
+
+
+def _measure(*args):
+    from click.testing import CliRunner
+
+    from script_loading import load_script
+
+    script = load_script("test_scripts/measure_variety.py", "measure_variety_script")
+    return CliRunner().invoke(script.main, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_measure_variety_cli_table_and_one_line_errors(tmp_path):
+    from op3d.data.synthetic import make_synthetic_dataset
+
+    data = tmp_path / "synth.zip"
+    make_synthetic_dataset(data, 8, resolution=16, seed=0)
+    result = _measure("--network=random-tiny", f"--data={data}", "--num=8")
+    assert result.exit_code == 0, result.output
+    rows = [line for line in result.output.splitlines() if line.startswith("| ")]
+    assert rows[0].split(" | ")[1:3] == ["box_fraction", "hue_distance"]
+    assert [row.split(" | ")[0] for row in rows[1:]] == ["| data", "| random-tiny"]
+    data_values = [float(v) for v in rows[1].strip(" |").split(" | ")[1:]]
+    assert data_values[1] == 0 and data_values[2] == 1  # the data against itself: no hue distance, full coverage
+    bad = tmp_path / "not-a-network.pkl"
+    bad.write_bytes(b"not a pickle")
+    for network, expected in ((tmp_path / "missing.pkl", "does not exist"), (bad, "--network:")):
+        result = _measure(f"--network=random-tiny,{network}", f"--data={data}", "--num=8")
+        assert result.exit_code != 0 and len(result.output.strip().splitlines()) == 1, result.output
+        assert expected in result.output and "Traceback" not in result.output
+    result = _measure("--network=random-tiny", f"--data={tmp_path / 'nothing.zip'}", "--num=8")
+    assert result.exit_code != 0 and "ground truth" in result.output
