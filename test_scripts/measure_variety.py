@@ -1,5 +1,6 @@
 """Variety of generators trained on op3d's synthetic data, against the data (op3d.metrics.variety): the share of
-fakes whose depth fits a box better than a sphere, hue-histogram distance and coverage, size spread.
+fakes whose depth fits a box better than a sphere and how well the better fit explains it (residual, world units),
+hue-histogram distance and coverage, size spread.
 
     python test_scripts/measure_variety.py --network=op3d/assets/demo-shapes32.pkl --data=shapes32.zip --num=256
 
@@ -18,7 +19,7 @@ import click
 if importlib.util.find_spec("op3d") is None:  # running from a checkout without installing
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-COLUMNS = ("box_fraction", "hue_distance", "hue_coverage", "size_mean", "size_std", "size_distance")
+COLUMNS = ("box_fraction", "fit_residual", "hue_distance", "hue_coverage", "size_mean", "size_std", "size_distance")
 
 
 @click.command(help=__doc__)

@@ -2,6 +2,7 @@
 run directory, resumes exactly, gives the same weights on two gloo processes, handles non-finite gradients, and
 refuses bad input with one-line errors."""
 
+import dataclasses
 import importlib.util
 import json
 import math
@@ -15,7 +16,7 @@ from click.testing import CliRunner
 from op3d.cameras import orbit_camera
 from op3d.checkpoints import load_network_pkl
 from op3d.training.dataset import write_image_dataset
-from op3d.training.options import TrainingOptions, training_spec
+from op3d.training.options import OptionsError, TrainingOptions, training_spec
 
 SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "train_scripts" / "train_unconditional.py"
 spec = importlib.util.spec_from_file_location("train_unconditional_script", SCRIPT)
@@ -204,7 +205,11 @@ def test_dry_run_prints_options_and_writes_nothing(tiny_data, tmp_path):
     options = json.loads(result.output)
     assert options["G_kwargs"]["rendering_kwargs"]["superresolution_module"].endswith("SuperresolutionSmall2X")
     assert options["loss_kwargs"]["neural_rendering_resolution_initial"] == 16
+    assert "plane_projection" not in options["G_kwargs"]["rendering_kwargs"]  # the official options: compat
     assert not (tmp_path / "out").exists()
+    result = train(*TINY, f"--outdir={tmp_path / 'out'}", f"--data={tiny_data}", "--kimg=1", "--dry-run",
+                   "--plane_projection=consistent")
+    assert json.loads(result.output)["G_kwargs"]["rendering_kwargs"]["plane_projection"] == "consistent"
 
 
 def test_triplane_generator_takes_eg3d_defaults():
@@ -215,16 +220,20 @@ def test_triplane_generator_takes_eg3d_defaults():
     assert eg3d["G_kwargs"]["mapping_kwargs"] == {"num_layers": 2}
     assert "per_dir_plane_number" not in eg3d["G_kwargs"] and eg3d["D_kwargs"]["channel_base"] == 32768
     op3d_spec = training_spec(cli_options(base), 512, 10)
+    with pytest.raises(OptionsError, match="--plane_projection: expected one of compat, consistent"):
+        training_spec(dataclasses.replace(cli_options(base), plane_projection="sideways"), 512, 10)
     assert (op3d_spec["G_kwargs"]["channel_base"], op3d_spec["G_kwargs"]["channel_max"]) == (24576, 384)
     assert op3d_spec["G_kwargs"]["mapping_kwargs"] == {"num_layers": 8}
 
 
 def test_tiny_eg3d_run(tiny_data, tmp_path):
-    result = train(*TINY, "--generator=triplane", f"--outdir={tmp_path}", f"--data={tiny_data}", "--kimg=0.004")
+    result = train(*TINY, "--generator=triplane", f"--outdir={tmp_path}", f"--data={tiny_data}", "--kimg=0.004",
+                   "--plane_projection=consistent")
     assert result.exit_code == 0, result.output
     (run_dir,) = run_dirs(tmp_path)
     snapshot = load_network_pkl(run_dir / "network-snapshot-000000.pkl")
     assert type(snapshot["G_ema"]).__name__ == "TriPlaneGenerator"
+    assert snapshot["G"].settings.plane_projection == snapshot["G_ema"].settings.plane_projection == "consistent"
 
 
 def test_weights_only_resume_and_mismatch(tiny_data, tmp_path):

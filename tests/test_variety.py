@@ -67,6 +67,12 @@ def test_collapsed_set_scores_far_from_the_data():
     assert far["box_fraction_fake"] == 0
     assert far["hue_distance"] > 0.8 and far["hue_coverage"] <= 0.2 and far["size_distance"] > 0.6
     assert far["size_std_fake"] < 0.1 * far["size_std_real"]
+    # exact renders are explained by their primitive; depth that is no box and no sphere is not, whatever its kind
+    image, depth, c, _ = _renders(64, seed=4, depth_resolution=16)
+    ragged = depth + 0.05 * torch.randn(depth.shape, generator=torch.Generator().manual_seed(0))
+    junk = variety.compare(variety.image_statistics(image, ragged, c), real)
+    assert same["fit_residual_fake"] < 0.003 and same["fit_residual_real"] < 0.003  # measured 0.0009 and 0.0009
+    assert junk["fit_residual_fake"] > 5 * same["fit_residual_fake"]  # measured 0.013: 14x
 
 
 def test_bad_shapes_are_named():
@@ -106,10 +112,10 @@ def test_measure_variety_cli_table_and_one_line_errors(tmp_path):
     result = _measure("--network=random-tiny", f"--data={data}", "--num=8")
     assert result.exit_code == 0, result.output
     rows = [line for line in result.output.splitlines() if line.startswith("| ")]
-    assert rows[0].split(" | ")[1:3] == ["box_fraction", "hue_distance"]
+    assert rows[0].split(" | ")[1:4] == ["box_fraction", "fit_residual", "hue_distance"]
     assert [row.split(" | ")[0] for row in rows[1:]] == ["| data", "| random-tiny"]
     data_values = [float(v) for v in rows[1].strip(" |").split(" | ")[1:]]
-    assert data_values[1] == 0 and data_values[2] == 1  # the data against itself: no hue distance, full coverage
+    assert data_values[2] == 0 and data_values[3] == 1  # the data against itself: no hue distance, full coverage
     bad = tmp_path / "not-a-network.pkl"
     bad.write_bytes(b"not a pickle")
     for network, expected in ((tmp_path / "missing.pkl", "does not exist"), (bad, "--network:")):

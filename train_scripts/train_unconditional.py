@@ -118,6 +118,10 @@ def _metrics(text: str) -> list:
               help="K, planes per axis.")
 @click.option("--fourier_L", "fourier_L", type=click.IntRange(min=0), default=10, show_default=True,
               help="L, Fourier frequencies of the plane positions.")
+@click.option("--plane_projection", type=click.Choice(["compat", "consistent"]), default="compat", show_default=True,
+              help="Plane lookup. compat: the official one, which released models need (OrthoPlanes scales only the XY "
+              "group by 2/box_warp, so with box_warp=1 the box covers only the central half of the YZ and ZX "
+              "planes; EG3D's planes never read (y, z)). consistent: every plane spans the box, for new models.")
 @click.option("--device", default="auto", show_default=True, help="auto (cuda, then mps, then cpu) or a device.")
 @click.option("--generator", type=click.Choice(["orthoplanes", "triplane"]), default="orthoplanes",
               show_default=True, help="Representation: OrthoPlanes, or EG3D tri-planes (with EG3D's size defaults; "

@@ -162,6 +162,9 @@ def compare(fake: dict[str, np.ndarray], real: dict[str, np.ndarray]) -> dict[st
 
     Returns:
       * ``box_fraction_fake``, ``box_fraction_real``: share of images classified as boxes;
+      * ``fit_residual_fake``, ``fit_residual_real``: median over images of the better fit's residual (world units):
+        how well a box or a sphere explains the depth at all. A large value says the kind is a guess among two poor
+        fits (blobs, ragged or noisy depth), whatever the box fraction;
       * ``hue_distance``: total-variation distance (0 same, 1 disjoint) of the two hue histograms (`HUE_BINS` bins);
       * ``hue_coverage``: share of the hue bins holding >= 1/HUE_BINS of the reals that also hold at least a quarter
         of the reals' share among the fakes (1: every colour present);
@@ -174,11 +177,18 @@ def compare(fake: dict[str, np.ndarray], real: dict[str, np.ndarray]) -> dict[st
     quantiles = np.linspace(0.0, 1.0, 201)
     wasserstein = np.abs(np.quantile(fake_size, quantiles) - np.quantile(real_size, quantiles)).mean()
     return {"box_fraction_fake": float(np.nanmean(fake["box"])), "box_fraction_real": float(np.nanmean(real["box"])),
+            "fit_residual_fake": _fit_residual(fake), "fit_residual_real": _fit_residual(real),
             "hue_distance": float(0.5 * np.abs(fake_hist - real_hist).sum()),
             "hue_coverage": float((covered & occupied).sum() / max(occupied.sum(), 1)),
             "size_mean_fake": float(fake_size.mean()), "size_mean_real": float(real_size.mean()),
             "size_std_fake": float(fake_size.std()), "size_std_real": float(real_size.std()),
             "size_distance": float(wasserstein / max(real_size.std(), 1e-12))}
+
+
+def _fit_residual(stats: dict[str, np.ndarray]) -> float:
+    """Median over the classified images of min(box, sphere) residual."""
+    best = np.minimum(stats["box_residual"], stats["sphere_residual"])[np.isfinite(stats["box"])]
+    return float(np.median(best)) if len(best) else float("nan")
 
 
 def generator_statistics(G, labels: torch.Tensor, seed: int = 0, batch: int = 16,

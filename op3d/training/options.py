@@ -11,6 +11,7 @@ import dataclasses
 import re
 
 from op3d.networks.superresolution import SMALL_VARIANT_PATH, variant_for_resolution
+from op3d.rendering.settings import PLANE_PROJECTIONS
 
 # Rendering settings per --cfg (spec 1.6). 'tiny' is op3d's CPU-sized config for small synthetic data.
 CFG_RENDERING = {
@@ -103,6 +104,7 @@ class TrainingOptions:
     decoder_lr_mul: float = 1
     plane_number: int = 8
     fourier_L: int = 10
+    plane_projection: str = "compat"
     device: str = "auto"
     generator: str = "orthoplanes"
     detector_dir: str | None = None
@@ -122,6 +124,9 @@ def check_options(opts: TrainingOptions) -> None:
         raise OptionsError(f"--generator: expected one of {', '.join(GENERATORS)}, got {opts.generator!r}")
     if opts.aug not in AUG_MODES:
         raise OptionsError(f"--aug: expected one of {', '.join(AUG_MODES)}, got {opts.aug!r}")
+    if opts.plane_projection not in PLANE_PROJECTIONS:
+        raise OptionsError(f"--plane_projection: expected one of {', '.join(PLANE_PROJECTIONS)}, got "
+                           f"{opts.plane_projection!r}")
     if opts.reg_type not in REG_TYPES:
         raise OptionsError(f"--reg_type: expected one of {', '.join(REG_TYPES)}, got {opts.reg_type!r}")
     if opts.reg_type in ("l1-alt", "total-variation"):
@@ -169,6 +174,8 @@ def training_spec(opts: TrainingOptions, dataset_resolution: int, dataset_len: i
                      superresolution_noise_mode=opts.sr_noise_mode, density_reg=opts.density_reg,
                      density_reg_p_dist=opts.density_reg_p_dist, reg_type=opts.reg_type,
                      decoder_lr_mul=opts.decoder_lr_mul, sr_antialias=True, **CFG_RENDERING[opts.cfg])
+    if opts.plane_projection != "compat":  # an op3d key: absent, as in the official options, for the default
+        rendering["plane_projection"] = opts.plane_projection
     common = dict(channel_base=opts.cbase, channel_max=opts.cmax, fused_modconv_default="inference_only")
     G_kwargs = dict(class_name=GENERATORS[opts.generator], z_dim=opts.z_dim, w_dim=512,
                     mapping_kwargs=dict(num_layers=opts.map_depth), **common, rendering_kwargs=rendering,
