@@ -252,6 +252,12 @@ def test_weights_only_resume_and_mismatch(tiny_data, tmp_path):
     assert result.exit_code != 0 and len(result.output.strip().splitlines()) == 1, result.output
     assert "does not fit this configuration" in result.output
     assert not (tmp_path / "c").exists()
+    result = CliRunner().invoke(train_script.main, [*TINY, f"--outdir={tmp_path / 'c'}", f"--data={tiny_data}",
+                                                    "--kimg=0.004", "--plane_projection=consistent",
+                                                    f"--resume={first}"])
+    assert result.exit_code != 0 and len(result.output.strip().splitlines()) == 1, result.output
+    assert "--plane_projection: " in result.output and "trained with 'compat'" in result.output
+    assert not (tmp_path / "c").exists()
 
 
 def test_missing_detector_is_a_one_line_note(tiny_data, tmp_path, monkeypatch):

@@ -119,7 +119,7 @@ def check_metrics(names: list[str]) -> None:
 def check_resume_fits(spec: dict, dataset) -> None:
     """Check the resume source against the configuration before any process starts or any file is written: an
     exact resume (training state) needs the batch it was trained with, and the snapshot's weights must fit the
-    configured networks (built on the CPU)."""
+    configured networks (built on the CPU) and be read with the plane lookup they were trained with."""
     from op3d.checkpoints import load_network_pkl
     from op3d.training.build import build_networks
     from op3d.training.snapshots import copy_weights
@@ -131,6 +131,11 @@ def check_resume_fits(spec: dict, dataset) -> None:
                                f"{saved['batch_size']}, got {spec['batch_size']}; an exact resume needs the same batch")
     snapshot = load_network_pkl(spec["resume_pkl"])
     G, D = build_networks(spec, dataset, torch.device("cpu"))
+    trained_with = snapshot["G_ema"].settings.plane_projection  # official pickles: compat
+    if trained_with != G.settings.plane_projection:
+        raise OptionsError(f"--plane_projection: {spec['resume_pkl']} was trained with '{trained_with}', this run "
+                           f"has '{G.settings.plane_projection}', which would read its planes elsewhere; pass "
+                           f"--plane_projection={trained_with}")
     for name, module in (("G", G), ("D", D), ("G_ema", G)):
         if snapshot.get(name) is not None:
             copy_weights(snapshot[name], module, f"{spec['resume_pkl']} [{name}]")
