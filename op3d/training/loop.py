@@ -146,18 +146,19 @@ def _resume(run: _Run, resume: dict) -> LoopState:
     saved = resume.get("state")
     if saved is not None:
         state = LoopState(**saved["loop"])
-        loaded = set()
-        for phase in run.phases:
-            if id(phase.optimizer) in loaded:  # Gmain and Greg share one optimizer
-                continue
-            loaded.add(id(phase.optimizer))
-            for change in load_optimizer_state(phase.optimizer, saved["optimizers"][phase.name[0]]):
-                run.log.line(f"Resume: {phase.name[0]} optimizer {change} (this run's options; moments kept)")
+        for letter, optimizer in _optimizers(run).items():
+            for change in load_optimizer_state(optimizer, saved["optimizers"][letter]):
+                run.log.line(f"Resume: {letter} optimizer {change} (this run's options; moments kept)")
         if run.ada is not None and saved.get("ada") is not None:
             run.ada.load_state_dict(saved["ada"])
     source = snapshot["G"] if snapshot.get("G") is not None else snapshot["G_ema"]
     run.G.neural_rendering_resolution = source.neural_rendering_resolution
     return state
+
+
+def _optimizers(run: _Run) -> dict[str, torch.optim.Optimizer]:
+    """{'G': ..., 'D': ...}: one optimizer per network (Gmain and Greg share one), as the training state stores them."""
+    return {phase.name[0]: phase.optimizer for phase in run.phases}
 
 
 def _prepare_iterations(run: _Run, state: LoopState) -> None:
@@ -264,7 +265,7 @@ def _snapshot(run: _Run, state: LoopState, next_state: LoopState) -> dict:
         run.grid.save_fakes(run.G_ema, run.batch_gpu, run.run_dir, kimg)
         save_network_pkl(snapshot_pkl, {"training_set_kwargs": dict(run.spec["training_set_kwargs"]),
                                         "G": run.G, "D": run.D, "G_ema": run.G_ema, "augment_pipe": run.augment_pipe})
-        save_training_state(snapshot_pkl, next_state, {phase.name[0]: phase.optimizer for phase in run.phases},
+        save_training_state(snapshot_pkl, next_state, _optimizers(run),
                             run.ada, run.world, run.batch_size)
     return _compute_metrics(run, snapshot_pkl)
 

@@ -50,22 +50,20 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict) -> list[
     changes = []
     for group, wanted in zip(optimizer.param_groups, current):
         for key, value in wanted.items():
-            if _differs(group[key], value):
+            if _floats(group[key]) != _floats(value):
                 changes.append(f"{key} {_show(group[key])} -> {_show(value)}")
             group[key] = value
     return changes
 
 
-def _differs(a, b) -> bool:
-    if isinstance(a, (tuple, list)):
-        return len(a) != len(b) or any(_differs(x, y) for x, y in zip(a, b))
-    return abs(float(a) - float(b)) > 1e-12 * max(1.0, abs(float(b)))
+def _floats(value) -> tuple[float, ...]:
+    """A hyper-parameter (a number, or a sequence such as betas) as a tuple of floats."""
+    return tuple(float(v) for v in value) if isinstance(value, (tuple, list)) else (float(value),)
 
 
 def _show(value) -> str:
-    if isinstance(value, (tuple, list)):
-        return "(" + ", ".join(f"{float(v):.6g}" for v in value) + ")"
-    return f"{float(value):.6g}"
+    text = ", ".join(f"{v:.6g}" for v in _floats(value))
+    return f"({text})" if isinstance(value, (tuple, list)) else text
 
 
 def reduce_gradients(module: torch.nn.Module) -> torch.Tensor | int:
